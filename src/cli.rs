@@ -1,0 +1,153 @@
+//! Command-line interfaces of `cargo serve-safe` and `cargo portguard`, in cargo's own style:
+//! cargo calls `cargo-serve-safe serve-safe ARGS`, so the word is the single subcommand of a
+//! command named `cargo`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Color;
+
+/// `cargo serve-safe`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", styles = clap_cargo_styles())]
+pub enum ServeSafeCli {
+    /// Run the package's server on a free port, refusing to start a second copy.
+    #[command(name = "serve-safe", version)]
+    ServeSafe(RunArgs),
+}
+
+/// `cargo portguard`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", styles = clap_cargo_styles())]
+pub enum PortguardCli {
+    /// Run and operate dev servers on ports that are really free.
+    #[command(name = "portguard", version, subcommand_required = true, arg_required_else_help = true)]
+    Portguard(PortguardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortguardArgs {
+    #[command(subcommand)]
+    pub command: PortguardCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortguardCommand {
+    /// Run the server (the same as `cargo serve-safe`).
+    Run(RunArgs),
+}
+
+/// Options every command takes, spelled as cargo spells them.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Path to Cargo.toml
+    #[arg(long, value_name = "PATH", global = true)]
+    pub manifest_path: Option<PathBuf>,
+    /// Package with the server
+    #[arg(short, long, value_name = "NAME", global = true)]
+    pub package: Option<String>,
+    /// Coloring
+    #[arg(long, value_name = "WHEN", global = true)]
+    pub color: Option<Color>,
+    /// Do not print portguard's status lines
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Say more about each step (which ports were tried, signals)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// `cargo serve-safe` and `cargo portguard run`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Configuration: [package.metadata.portguard] in Cargo.toml, `.env`, and \
+the PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT and PORTGUARD_* variables.")]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Name of the bin target to run
+    #[arg(long, value_name = "NAME", conflicts_with = "example", help_heading = "Target Selection")]
+    pub bin: Option<String>,
+    /// Name of the example target to run
+    #[arg(long, value_name = "NAME", help_heading = "Target Selection")]
+    pub example: Option<String>,
+    /// Build in release mode, with optimizations
+    #[arg(long, conflicts_with = "profile", help_heading = "Compilation Options")]
+    pub release: bool,
+    /// Build with the given profile
+    #[arg(long, value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
+    pub profile: Option<String>,
+    /// Space or comma separated list of features to activate
+    #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
+    pub features: Vec<String>,
+    /// Activate all available features
+    #[arg(long, help_heading = "Feature Selection")]
+    pub all_features: bool,
+    /// Do not activate the `default` feature
+    #[arg(long, help_heading = "Feature Selection")]
+    pub no_default_features: bool,
+    /// Port to try first (overrides `preferred-port` and PORT)
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Apply the [package.metadata.portguard.env.NAME] table [env: PORTGUARD_ENV]
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Run another copy beside the default instance, under this name
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Arguments for the server itself
+    #[arg(last = true, value_name = "SERVER_ARGS")]
+    pub server_args: Vec<OsString>,
+}
+
+/// cargo's help colours, so the plugin's help reads like cargo's.
+fn clap_cargo_styles() -> clap::builder::Styles {
+    use anstyle::{AnsiColor, Effects};
+    clap::builder::Styles::styled()
+        .header(AnsiColor::Green.on_default().effects(Effects::BOLD))
+        .usage(AnsiColor::Green.on_default().effects(Effects::BOLD))
+        .literal(AnsiColor::Cyan.on_default().effects(Effects::BOLD))
+        .placeholder(AnsiColor::Cyan.on_default())
+        .error(AnsiColor::Red.on_default().effects(Effects::BOLD))
+        .valid(AnsiColor::Cyan.on_default().effects(Effects::BOLD))
+        .invalid(AnsiColor::Yellow.on_default().effects(Effects::BOLD))
+}
+
+/// Cargo passes the subcommand word first (`cargo-serve-safe serve-safe ...`); a user calling
+/// the binary directly may leave it out.
+#[must_use]
+pub fn with_subcommand_word(args: Vec<OsString>, word: &str) -> Vec<OsString> {
+    let mut args = args;
+    if args.get(1).is_none_or(|first| first != word) {
+        let at = 1.min(args.len());
+        args.insert(at, OsString::from(word));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn clis_are_well_formed() {
+        ServeSafeCli::command().debug_assert();
+        PortguardCli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommand_word_is_optional() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            with_subcommand_word(args(&["cargo-serve-safe", "--port", "1"]), "serve-safe"),
+            args(&["cargo-serve-safe", "serve-safe", "--port", "1"])
+        );
+        assert_eq!(
+            with_subcommand_word(args(&["cargo-serve-safe", "serve-safe"]), "serve-safe"),
+            args(&["cargo-serve-safe", "serve-safe"])
+        );
+        assert_eq!(with_subcommand_word(args(&["x"]), "serve-safe"), args(&["x", "serve-safe"]));
+    }
+}

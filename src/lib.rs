@@ -1,0 +1,18 @@
+//! portguard: run a Rust dev server under an instance lock on a port that is really free.
+//!
+//! The binaries `cargo-serve-safe` and `cargo-portguard` are thin: they hand their arguments to
+//! [`app`] and exit with the code it returns.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exit_codes;
+pub mod health;
+pub mod lock;
+pub mod os;
+pub mod output;
+pub mod port;
+pub mod project;
+pub mod serve;
+pub mod signals;
+pub mod supervise;

@@ -1,0 +1,180 @@
+//! The project portguard works on: cargo, the workspace, the server package and its target.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use cargo_metadata::{Metadata, MetadataCommand, Package, TargetKind};
+
+use crate::exit_codes::BadInput;
+
+/// Finds cargo the way the contract says: `CARGO` (set by cargo for its subcommands), then PATH.
+///
+/// # Errors
+/// When neither gives a cargo.
+pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf> {
+    if let Some(cargo) = vars("CARGO").filter(|value| !value.is_empty()) {
+        return Ok(PathBuf::from(cargo));
+    }
+    which::which("cargo").context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
+}
+
+/// A binary or example target that `cargo run` can start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Bin(String),
+    Example(String),
+}
+
+impl Target {
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Bin(name) | Target::Example(name) => name,
+        }
+    }
+
+    /// The `cargo run` arguments that select it.
+    #[must_use]
+    pub fn cargo_args(&self) -> [&str; 2] {
+        match self {
+            Target::Bin(name) => ["--bin", name],
+            Target::Example(name) => ["--example", name],
+        }
+    }
+}
+
+/// The server package and its workspace, as `cargo metadata --no-deps` describes them.
+#[derive(Debug)]
+pub struct Project {
+    pub workspace_root: PathBuf,
+    /// The workspace's root manifest (where `[workspace.metadata]` lives).
+    pub workspace_manifest: PathBuf,
+    pub workspace_metadata: serde_json::Value,
+    pub package: Package,
+}
+
+impl Project {
+    /// Reads the workspace with `cargo metadata --no-deps` and picks the server package:
+    /// `-p NAME`, else the package whose manifest is the one asked for (or found from the
+    /// current directory), else the only member with a binary.
+    ///
+    /// # Errors
+    /// When cargo cannot read the workspace, or the package cannot be told.
+    pub fn locate(cargo: &Path, manifest_path: Option<&Path>, package: Option<&str>) -> Result<Self> {
+        let mut command = MetadataCommand::new();
+        command.cargo_path(cargo).no_deps();
+        if let Some(path) = manifest_path {
+            command.manifest_path(path);
+        }
+        let metadata = command.exec().map_err(|error| {
+            let detail = match &error {
+                cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
+                other => other.to_string(),
+            };
+            BadInput(format!("could not read the cargo project: `cargo metadata` failed: {detail}"))
+        })?;
+        let wanted = match manifest_path {
+            Some(path) => Some(std::path::absolute(path).with_context(|| format!("invalid path `{}`", path.display()))?),
+            None => std::env::current_dir().ok().and_then(|dir| nearest_manifest(&dir)),
+        };
+        let package = pick_package(&metadata, package, wanted.as_deref())?;
+        let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
+        Ok(Project {
+            workspace_manifest: workspace_root.join("Cargo.toml"),
+            workspace_root,
+            workspace_metadata: metadata.workspace_metadata.clone(),
+            package,
+        })
+    }
+
+    #[must_use]
+    pub fn manifest_path(&self) -> &Path {
+        self.package.manifest_path.as_std_path()
+    }
+
+    #[must_use]
+    pub fn package_root(&self) -> &Path {
+        self.manifest_path().parent().unwrap_or(&self.workspace_root)
+    }
+
+    /// The target to run: `--example`, `--bin`, the configured `bin`, the only binary, or
+    /// `default-run`.
+    ///
+    /// # Errors
+    /// When the package has no binary, or several and nothing says which.
+    pub fn target(&self, example: Option<&str>, bin: Option<&str>) -> Result<Target, BadInput> {
+        let names = |kind: TargetKind| -> Vec<&str> {
+            self.package
+                .targets
+                .iter()
+                .filter(|target| target.is_kind(kind.clone()))
+                .map(|target| target.name.as_str())
+                .collect()
+        };
+        let name = &self.package.name;
+        if let Some(example) = example {
+            let examples = names(TargetKind::Example);
+            return if examples.contains(&example) {
+                Ok(Target::Example(example.to_owned()))
+            } else {
+                Err(BadInput(format!("no example `{example}` in package `{name}`; examples: {}", list(&examples))))
+            };
+        }
+        let bins = names(TargetKind::Bin);
+        if let Some(bin) = bin {
+            return if bins.contains(&bin) {
+                Ok(Target::Bin(bin.to_owned()))
+            } else {
+                Err(BadInput(format!("no binary `{bin}` in package `{name}`; binaries: {}", list(&bins))))
+            };
+        }
+        match bins.as_slice() {
+            [only] => Ok(Target::Bin((*only).to_owned())),
+            [] => Err(BadInput(format!("package `{name}` has no binary to run"))),
+            several => self.package.default_run.clone().map(Target::Bin).ok_or_else(|| {
+                BadInput(format!(
+                    "package `{name}` has several binaries ({}): pass `--bin NAME` or set `bin` in [package.metadata.portguard]",
+                    several.join(", ")
+                ))
+            }),
+        }
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+}
+
+fn nearest_manifest(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().map(|dir| dir.join("Cargo.toml")).find(|path| path.is_file())
+}
+
+fn pick_package(metadata: &Metadata, name: Option<&str>, manifest: Option<&Path>) -> Result<Package, BadInput> {
+    let members = metadata.workspace_packages();
+    if let Some(name) = name {
+        return members.iter().find(|package| package.name.as_str() == name).map(|p| (*p).clone()).ok_or_else(|| {
+            let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+            BadInput(format!("package `{name}` is not a member of the workspace; members: {}", list(&names)))
+        });
+    }
+    if let Some(manifest) = manifest {
+        if let Some(package) = members.iter().find(|package| package.manifest_path.as_std_path() == manifest) {
+            return Ok((*package).clone());
+        }
+    }
+    let servers: Vec<&&Package> = members
+        .iter()
+        .filter(|package| package.targets.iter().any(|target| target.is_kind(TargetKind::Bin)))
+        .collect();
+    match servers.as_slice() {
+        [only] => Ok((**only).clone()),
+        [] => Err(BadInput("no package in this workspace has a binary to run".to_owned())),
+        several => {
+            let names: Vec<&str> = several.iter().map(|p| p.name.as_str()).collect();
+            Err(BadInput(format!(
+                "several packages in this workspace have binaries ({}): choose one with `-p NAME`",
+                names.join(", ")
+            )))
+        }
+    }
+}
