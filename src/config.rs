@@ -3,12 +3,29 @@
 //!
 //! Precedence, strongest first: command-line flags, the process environment, the `.env` file at
 //! the package root, the `env.<NAME>` table, the package table, the workspace table, defaults.
+//!
+//! Choices where the contract is silent: an empty `PORTGUARD_ENV` (or `--env ""`) selects no
+//! table, so the environment can undo a `.env` choice; an empty `port-range` or
+//! `PORTGUARD_PORT_RANGE` means no range, so a stronger layer can switch a weaker one's off; when
+//! the `.env` file sets a variable twice the first setting wins, as with `dotenvy::dotenv()`;
+//! every `env.<NAME>` table is checked, selected or not, as cargo checks every profile.
 
+mod dotenv;
+mod layer;
+#[cfg(test)]
+mod tests;
+mod value;
+
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::exit_codes::BadInput;
+use layer::{Layer, Scope, Tables};
+use value::Culprit;
 
 /// How the chosen port reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -36,9 +53,15 @@ pub enum Source {
     /// `[package.metadata.portguard]` in this manifest.
     PackageTable(PathBuf),
     /// `[package.metadata.portguard.env.<name>]` (or the workspace's) in this manifest.
-    EnvTable { manifest: PathBuf, name: String },
+    EnvTable {
+        manifest: PathBuf,
+        name: String,
+    },
     /// A line of a `.env` file.
-    DotEnv { path: PathBuf, line: usize },
+    DotEnv {
+        path: PathBuf,
+        line: usize,
+    },
     /// A variable of the process environment.
     EnvVar(String),
     /// A command-line flag such as `--port`.
@@ -53,7 +76,7 @@ pub struct Sourced<T> {
 }
 
 /// The resolved configuration of one server package.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub preferred_port: Sourced<u16>,
     pub fallback_ports: Sourced<Vec<u16>>,
@@ -89,6 +112,20 @@ pub struct Inputs<'a> {
     pub bin_flag: Option<&'a str>,
 }
 
+// By hand because `vars` is a closure, which has no `Debug`.
+impl fmt::Debug for Inputs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inputs")
+            .field("workspace_metadata", &self.workspace_metadata)
+            .field("package_metadata", &self.package_metadata)
+            .field("dotenv", &self.dotenv)
+            .field("env_flag", &self.env_flag)
+            .field("port_flag", &self.port_flag)
+            .field("bin_flag", &self.bin_flag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A problem that does not stop the start, such as an unknown key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning(pub String);
@@ -97,4 +134,272 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+impl fmt::Display for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Handoff::Env => "env",
+            Handoff::Socket => "socket",
+        })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::WorkspaceTable(path) => {
+                write!(f, "`{}` [workspace.metadata.portguard]", path.display())
+            }
+            Source::PackageTable(path) => {
+                write!(f, "`{}` [package.metadata.portguard]", path.display())
+            }
+            Source::EnvTable { manifest, name } => {
+                write!(f, "`{}` [...portguard.env.{name}]", manifest.display())
+            }
+            Source::DotEnv { path, line } => write!(f, "`{}` line {line}", path.display()),
+            Source::EnvVar(name) => write!(f, "environment variable {name}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The contract's defaults, every value with [`Source::Default`].
+    fn default() -> Self {
+        fn default<T>(value: T) -> Sourced<T> {
+            Sourced {
+                value,
+                source: Source::Default,
+            }
+        }
+        Config {
+            preferred_port: default(5000),
+            fallback_ports: default(vec![5001, 5002, 5003, 5004, 5005, 3000, 3001, 8000, 8001]),
+            port_range: default(None),
+            max_attempts: default(10),
+            check_timeout: default(Duration::from_secs(1)),
+            dynamic_port: default(true),
+            host: default(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            handoff: default(Handoff::Env),
+            shutdown_timeout: default(Duration::from_secs(10)),
+            health_path: default(None),
+            ready_timeout: default(Duration::from_mins(5)),
+            bin: default(None),
+            env_name: None,
+        }
+    }
+}
+
+impl Config {
+    /// The ports to try, in order: the preferred port, the fallback ports, then the range;
+    /// each port once (where it first appears), at most `max_attempts` of them.
+    #[must_use]
+    pub fn candidates(&self) -> Vec<u16> {
+        let limit = usize::try_from(self.max_attempts.value).unwrap_or(usize::MAX);
+        let range = self
+            .port_range
+            .value
+            .map(|range| range.start..=range.end)
+            .into_iter()
+            .flatten();
+        let mut seen = HashSet::new();
+        std::iter::once(self.preferred_port.value)
+            .chain(self.fallback_ports.value.iter().copied())
+            .chain(range)
+            .filter(|&port| seen.insert(port))
+            .take(limit)
+            .collect()
+    }
+}
+
+/// Resolves the configuration from its layers (see the module documentation for the order).
+///
+/// Every layer present is checked, also where a stronger one overrides it: bad input never
+/// starts anything. Unknown keys are warnings.
+///
+/// # Errors
+/// [`BadInput`] naming the source (manifest and key, variable, `.env` line or flag) and the bad
+/// value: a value out of range or of the wrong type, a malformed list or range, an unknown
+/// `--env`/`PORTGUARD_ENV`, a variable that is not unicode, a `.env` line that cannot be parsed.
+pub fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), BadInput> {
+    let mut warnings = Vec::new();
+    let mut tables = |metadata: Option<(&serde_json::Value, &Path)>, scope| {
+        metadata.map_or(Ok(None), |(metadata, manifest)| {
+            Tables::from_metadata(metadata, manifest, scope, &mut warnings)
+        })
+    };
+    let workspace = tables(inputs.workspace_metadata, Scope::Workspace)?.unwrap_or_default();
+    let package = tables(inputs.package_metadata, Scope::Package)?.unwrap_or_default();
+
+    let dotenv = inputs.dotenv.map(dotenv::read).transpose()?.flatten();
+    let dotenv_layer = match &dotenv {
+        Some(dotenv) => Layer::from_vars(|name| {
+            Ok(dotenv.get(name).map(|(text, line)| {
+                let source = Source::DotEnv {
+                    path: dotenv.path.clone(),
+                    line,
+                };
+                let culprit = Culprit::DotEnv {
+                    name,
+                    path: &dotenv.path,
+                    line,
+                };
+                (text.to_owned(), source, culprit)
+            }))
+        })?,
+        None => Layer::default(),
+    };
+    let var_layer = Layer::from_vars(|name| {
+        Ok(var(inputs, name)?
+            .map(|text| (text, Source::EnvVar(name.to_owned()), Culprit::Var(name))))
+    })?;
+    let flag_layer = Layer::from_flags(inputs.port_flag, inputs.bin_flag)?;
+
+    let env_name = select_env(inputs, dotenv.as_ref(), &package, &workspace)?;
+    let mut layers = vec![&flag_layer, &var_layer, &dotenv_layer];
+    if let Some(name) = &env_name {
+        layers.extend(package.envs.get(&name.value));
+        layers.extend(workspace.envs.get(&name.value));
+    }
+    layers.extend([&package.base, &workspace.base]);
+
+    let defaults = Config::default();
+    let config = Config {
+        preferred_port: pick(
+            &layers,
+            |l| l.preferred_port.as_ref(),
+            defaults.preferred_port,
+        ),
+        fallback_ports: pick(
+            &layers,
+            |l| l.fallback_ports.as_ref(),
+            defaults.fallback_ports,
+        ),
+        port_range: pick(&layers, |l| l.port_range.as_ref(), defaults.port_range),
+        max_attempts: pick(&layers, |l| l.max_attempts.as_ref(), defaults.max_attempts),
+        check_timeout: pick(
+            &layers,
+            |l| l.check_timeout.as_ref(),
+            defaults.check_timeout,
+        ),
+        dynamic_port: pick(&layers, |l| l.dynamic_port.as_ref(), defaults.dynamic_port),
+        host: pick(&layers, |l| l.host.as_ref(), defaults.host),
+        handoff: pick(&layers, |l| l.handoff.as_ref(), defaults.handoff),
+        shutdown_timeout: pick(
+            &layers,
+            |l| l.shutdown_timeout.as_ref(),
+            defaults.shutdown_timeout,
+        ),
+        health_path: pick(&layers, |l| l.health_path.as_ref(), defaults.health_path),
+        ready_timeout: pick(
+            &layers,
+            |l| l.ready_timeout.as_ref(),
+            defaults.ready_timeout,
+        ),
+        bin: pick(&layers, |l| l.bin.as_ref(), defaults.bin),
+        env_name,
+    };
+    Ok((config, warnings))
+}
+
+/// The value of the strongest layer that sets it.
+fn pick<T: Clone>(
+    layers: &[&Layer],
+    field: impl Fn(&Layer) -> Option<&Sourced<T>>,
+    default: Sourced<T>,
+) -> Sourced<T> {
+    layers
+        .iter()
+        .find_map(|layer| field(layer))
+        .cloned()
+        .unwrap_or(default)
+}
+
+/// A variable of the process environment, which must be unicode.
+fn var(inputs: &Inputs<'_>, name: &'static str) -> Result<Option<String>, BadInput> {
+    (inputs.vars)(name)
+        .map(|text| {
+            text.into_string().map_err(|text| {
+                value::invalid(
+                    &text.to_string_lossy(),
+                    &Culprit::Var(name),
+                    "valid unicode",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The `env.<NAME>` table chosen by `--env`, else `PORTGUARD_ENV` (environment, then `.env`).
+/// An empty name chooses none, so that `PORTGUARD_ENV=` can undo a `.env` choice.
+fn select_env(
+    inputs: &Inputs<'_>,
+    dotenv: Option<&dotenv::DotEnv>,
+    package: &Tables,
+    workspace: &Tables,
+) -> Result<Option<Sourced<String>>, BadInput> {
+    const VAR: &str = "PORTGUARD_ENV";
+    // Read even when the flag wins: a variable that is not unicode is an error anyway.
+    let from_var = var(inputs, VAR)?;
+    let chosen = if let Some(flag) = inputs.env_flag {
+        Sourced {
+            value: flag.to_owned(),
+            source: Source::Flag("--env".to_owned()),
+        }
+    } else if let Some(text) = from_var {
+        Sourced {
+            value: text,
+            source: Source::EnvVar(VAR.to_owned()),
+        }
+    } else if let Some(dotenv) = dotenv
+        && let Some((text, line)) = dotenv.get(VAR)
+    {
+        Sourced {
+            value: text.to_owned(),
+            source: Source::DotEnv {
+                path: dotenv.path.clone(),
+                line,
+            },
+        }
+    } else {
+        return Ok(None);
+    };
+    let name = chosen.value.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if package.envs.contains_key(name) || workspace.envs.contains_key(name) {
+        return Ok(Some(Sourced {
+            value: name.to_owned(),
+            source: chosen.source,
+        }));
+    }
+    let from = match &chosen.source {
+        Source::Flag(flag) => flag.clone(),
+        Source::EnvVar(name) => format!("the {name} environment variable"),
+        Source::DotEnv { path, line } => format!("{VAR} in `{}` line {line}", path.display()),
+        other => other.to_string(),
+    };
+    let known: BTreeSet<&str> = package
+        .envs
+        .keys()
+        .chain(workspace.envs.keys())
+        .map(String::as_str)
+        .collect();
+    let known = if known.is_empty() {
+        "none are defined".to_owned()
+    } else {
+        known.into_iter().collect::<Vec<_>>().join(", ")
+    };
+    Err(BadInput(format!(
+        "unknown environment `{name}` (from {from}); known environments: {known}"
+    )))
 }
