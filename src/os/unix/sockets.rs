@@ -1,1 +1,457 @@
 //! Sockets and who holds them.
+//!
+//! Two things differ between Unix systems here: what `SO_REUSEADDR` means for a bind, and where
+//! to find out which process listens on a port. Linux answers the second from `/proc`; the other
+//! systems (macOS, the BSDs) have no `/proc` with sockets in it, so they ask `lsof`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::port::Holder;
+
+/// Whether the sockets that only test a port set `SO_REUSEADDR`.
+///
+/// On Linux, with `SO_REUSEADDR` on both sides, a bind fails only against a socket that is
+/// LISTENING on an overlapping address, so connections lingering in `TIME_WAIT` after a previous
+/// server do not make the port look busy, while a wildcard listener still blocks a specific
+/// address. On macOS and the BSDs the flag lets a specific bind coexist with a wildcard one (and
+/// the other way round), which would hide exactly the listeners the probes look for.
+#[must_use]
+pub fn probe_reuse_address() -> bool {
+    cfg!(target_os = "linux")
+}
+
+/// Whether the listening socket that portguard keeps or hands over sets `SO_REUSEADDR`.
+///
+/// It does everywhere, as `std::net::TcpListener::bind` does on Unix: without it a restart of
+/// the server within the `TIME_WAIT` period of its previous connections fails on macOS and Linux
+/// alike. The cross-address probes run before this bind, so they have already ruled out the
+/// overlaps that the flag would let through on macOS.
+#[must_use]
+pub fn listener_reuse_address() -> bool {
+    true
+}
+
+/// Who listens on `port` (any address, IPv4 or IPv6), if that can be found out.
+///
+/// Never fails loudly: a process that cannot be inspected is skipped, and a lookup that takes
+/// too long gives up with what it has.
+#[must_use]
+pub fn port_holder(port: u16) -> Option<Holder> {
+    port_holders(&[port]).remove(&port)
+}
+
+/// [`port_holder`] for several ports at once, for the price of one look at the process table.
+///
+/// Ports without a known holder are absent from the map.
+#[must_use]
+pub fn port_holders(ports: &[u16]) -> HashMap<u16, Holder> {
+    if ports.is_empty() {
+        return HashMap::new();
+    }
+    #[cfg(target_os = "linux")]
+    {
+        procfs::holders(ports)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        lsof::holders(ports)
+    }
+}
+
+/// How long one holder lookup may take before it gives up: the answer only decorates a message,
+/// it must not hold up starting the server.
+const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
+
+/// Longest command kept, in characters; a JVM's command line can run to kilobytes.
+const MAX_COMMAND_CHARS: usize = 200;
+
+/// Makes a command line safe to print: another user's process chooses its own arguments, and
+/// they must not be able to move the cursor or recolour the terminal.
+fn printable_command(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_COMMAND_CHARS + 3));
+    for (count, c) in raw.trim().chars().enumerate() {
+        if count == MAX_COMMAND_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        });
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+mod procfs {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::{LOOKUP_BUDGET, printable_command};
+    use crate::port::Holder;
+
+    /// `TCP_LISTEN` as `/proc/net/tcp` prints it.
+    const LISTEN_STATE: &str = "0A";
+
+    pub(super) fn holders(ports: &[u16]) -> HashMap<u16, Holder> {
+        let mut wanted = HashMap::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            // A kernel without IPv6 has no tcp6 table; that is not an error.
+            if let Ok(text) = fs::read_to_string(table) {
+                listening_inodes(&text, ports, &mut wanted);
+            }
+        }
+        let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return found;
+        }
+        let mut remaining: Vec<u16> = wanted.values().copied().collect();
+        remaining.sort_unstable();
+        remaining.dedup();
+
+        let deadline = Instant::now() + LOOKUP_BUDGET;
+        let Ok(processes) = fs::read_dir("/proc") else {
+            return found;
+        };
+        for process in processes.flatten() {
+            if Instant::now() > deadline {
+                break;
+            }
+            let Some(pid) = process
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // Another user's fd folder answers EACCES unless we are root: skip it quietly.
+            let Ok(fds) = fs::read_dir(process.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                let Ok(target) = fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let Some(inode) = target.to_str().and_then(socket_inode) else {
+                    continue;
+                };
+                let Some(&port) = wanted.get(&inode) else {
+                    continue;
+                };
+                if let Some(at) = remaining.iter().position(|&p| p == port) {
+                    remaining.swap_remove(at);
+                    found.insert(
+                        port,
+                        Holder {
+                            pid,
+                            command: command_of(&process.path()),
+                        },
+                    );
+                    if remaining.is_empty() {
+                        return found;
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Adds the inode of every listening socket on one of `ports` in a `/proc/net/tcp{,6}` table.
+    pub(super) fn listening_inodes(table: &str, ports: &[u16], into: &mut HashMap<u64, u16>) {
+        for line in table.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if *state != LISTEN_STATE {
+                continue;
+            }
+            let Some(port) = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
+            else {
+                continue;
+            };
+            if !ports.contains(&port) {
+                continue;
+            }
+            // Inode 0 is a socket already being torn down: it is in no process's fd table.
+            if let Ok(inode @ 1..) = inode.parse::<u64>() {
+                into.insert(inode, port);
+            }
+        }
+    }
+
+    /// The inode in an fd link such as `socket:[123456]`.
+    pub(super) fn socket_inode(link: &str) -> Option<u64> {
+        link.strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
+
+    fn command_of(process: &Path) -> String {
+        if let Ok(raw) = fs::read(process.join("cmdline")) {
+            let args: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            // A kernel thread or a zombie has an empty command line; its name is in `comm`.
+            if !args.is_empty() {
+                return printable_command(&args.join(" "));
+            }
+        }
+        fs::read_to_string(process.join("comm"))
+            .map(|comm| printable_command(&comm))
+            .unwrap_or_default()
+    }
+}
+
+/// The lookup for systems without socket information in `/proc`. Built on Linux too, so that it
+/// is compiled and tested there (`lsof` runs on Linux as well).
+#[cfg_attr(
+    target_os = "linux",
+    allow(
+        dead_code,
+        reason = "used on macOS and the BSDs; built on Linux only to test it"
+    )
+)]
+mod lsof {
+    use std::collections::HashMap;
+    use std::fmt::Write as _;
+    use std::process::Command;
+    use std::time::Instant;
+
+    use super::{LOOKUP_BUDGET, output_within, printable_command};
+    use crate::port::Holder;
+
+    pub(super) fn holders(ports: &[u16]) -> HashMap<u16, Holder> {
+        let Ok(lsof) = which::which("lsof") else {
+            return HashMap::new();
+        };
+        let deadline = Instant::now() + LOOKUP_BUDGET;
+        let mut list = String::new();
+        for port in ports {
+            let sep = if list.is_empty() { "" } else { "," };
+            let _ = write!(list, "{sep}{port}");
+        }
+        let mut command = Command::new(lsof);
+        command
+            .arg("-nP")
+            .arg(format!("-iTCP:{list}"))
+            .arg("-sTCP:LISTEN")
+            .arg("-Fpcn");
+        let Some(output) = output_within(command, deadline) else {
+            return HashMap::new();
+        };
+        let mut found = HashMap::new();
+        for (port, pid, short_name) in parse(&output) {
+            if !ports.contains(&port) || found.contains_key(&port) {
+                continue;
+            }
+            // lsof's `c` field is the process name cut to 15 characters; `ps` has the arguments.
+            let command = full_command(pid, deadline).unwrap_or(short_name);
+            found.insert(port, Holder { pid, command });
+        }
+        found
+    }
+
+    /// `(port, pid, command name)` for each listening socket in `lsof -F pcn` output.
+    ///
+    /// The output is one `p<pid>` line per process, followed by its `c<name>` line and by an
+    /// `f<fd>` and `n<address>:<port>` pair per socket.
+    pub(super) fn parse(output: &str) -> Vec<(u16, u32, String)> {
+        let mut sockets = Vec::new();
+        let mut pid = None;
+        let mut name = String::new();
+        for line in output.lines() {
+            let Some(tag) = line.chars().next() else {
+                continue;
+            };
+            let value = &line[tag.len_utf8()..];
+            match tag {
+                'p' => {
+                    pid = value.parse::<u32>().ok();
+                    name.clear();
+                }
+                'c' => name = printable_command(value),
+                'n' => {
+                    let port = value
+                        .rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok());
+                    if let (Some(pid), Some(port)) = (pid, port) {
+                        sockets.push((port, pid, name.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        sockets
+    }
+
+    fn full_command(pid: u32, deadline: Instant) -> Option<String> {
+        let ps = which::which("ps").ok()?;
+        let mut command = Command::new(ps);
+        // `-ww`: no cut at the terminal width; `args=`: POSIX name, no header.
+        command.args(["-ww", "-o", "args=", "-p", &pid.to_string()]);
+        let args = printable_command(&output_within(command, deadline)?);
+        (!args.is_empty()).then_some(args)
+    }
+}
+
+/// Runs `command` and returns its standard output, or `None` if it cannot be run, fails, or is
+/// still running at `deadline` (it is then killed).
+#[cfg_attr(
+    target_os = "linux",
+    allow(dead_code, reason = "used by the lsof lookup, which Linux only tests")
+)]
+fn output_within(mut command: Command, deadline: Instant) -> Option<String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    // The pipe is read on a thread so that a stuck child cannot block us past the deadline.
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let read = stdout.read_to_string(&mut text).map(|_| text);
+        let _ = sender.send(read);
+    });
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let Ok(Ok(text)) = receiver.recv_timeout(timeout) else {
+        // Also reached on timeout: the child must not outlive the lookup.
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    let status = child.wait().ok()?;
+    // lsof exits 1 when it found nothing (or only some of the ports); the output still counts.
+    (status.success() || status.code() == Some(1)).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn probe_flag_follows_the_os() {
+        assert_eq!(probe_reuse_address(), cfg!(target_os = "linux"));
+        assert!(listener_reuse_address());
+    }
+
+    #[test]
+    fn own_listener_is_found() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let holder = port_holder(port).expect("holder of our own listener");
+        assert_eq!(holder.pid, std::process::id());
+        assert!(!holder.command.is_empty());
+    }
+
+    #[test]
+    fn several_ports_in_one_lookup() {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ports = [
+            a.local_addr().expect("addr").port(),
+            b.local_addr().expect("addr").port(),
+        ];
+        let found = port_holders(&ports);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.values().all(|h| h.pid == std::process::id()));
+    }
+
+    #[test]
+    fn no_holder_for_a_closed_port() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        // Racy only if another process starts listening on it in between: harmless for the
+        // assertion below because such a holder would not be us.
+        assert!(port_holder(port).is_none_or(|h| h.pid != std::process::id()));
+        assert!(port_holders(&[]).is_empty());
+    }
+
+    #[test]
+    fn commands_are_made_printable() {
+        assert_eq!(printable_command("node\tserver.js\n"), "node server.js");
+        assert_eq!(printable_command("evil\u{1b}[2J"), "evil?[2J");
+        let long = "x".repeat(MAX_COMMAND_CHARS + 10);
+        let shown = printable_command(&long);
+        assert_eq!(shown.chars().count(), MAX_COMMAND_CHARS + 1);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn lsof_output_is_parsed() {
+        let output =
+            "p4242\ncnode\nf21\nn*:5000\nf22\nn[::1]:5001\np77\ncpython3\nf3\nn127.0.0.1:8000\n";
+        assert_eq!(
+            lsof::parse(output),
+            vec![
+                (5000, 4242, "node".to_owned()),
+                (5001, 4242, "node".to_owned()),
+                (8000, 77, "python3".to_owned()),
+            ]
+        );
+        assert!(lsof::parse("").is_empty());
+        assert!(lsof::parse("garbage\n\nn:notaport\n").is_empty());
+    }
+
+    #[test]
+    fn lsof_lookup_finds_own_listener() {
+        if which::which("lsof").is_err() {
+            eprintln!("lsof not installed: skipped");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let found = lsof::holders(&[port]);
+        let holder = found.get(&port).expect("lsof sees our listener");
+        assert_eq!(holder.pid, std::process::id());
+        assert!(!holder.command.is_empty());
+    }
+
+    #[test]
+    fn slow_commands_are_cut_off() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("5");
+        let started = Instant::now();
+        assert!(output_within(sleep, Instant::now() + Duration::from_millis(100)).is_none());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn proc_net_tables_are_parsed() {
+        let table = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1 0
+   1: 0100007F:1389 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0
+   2: 00000000:1389 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 0 1 0
+   3: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 333 1 0
+";
+        let mut found = HashMap::new();
+        procfs::listening_inodes(table, &[5000, 5001, 8000], &mut found);
+        assert_eq!(found, HashMap::from([(111, 5000), (333, 8000)]));
+        assert_eq!(procfs::socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(procfs::socket_inode("pipe:[4242]"), None);
+        assert_eq!(procfs::socket_inode("/dev/null"), None);
+    }
+}
