@@ -23,7 +23,12 @@ pub enum ServeSafeCli {
 #[command(name = "cargo", bin_name = "cargo", styles = clap_cargo_styles())]
 pub enum PortguardCli {
     /// Run and operate dev servers on ports that are really free.
-    #[command(name = "portguard", version, subcommand_required = true, arg_required_else_help = true)]
+    #[command(
+        name = "portguard",
+        version,
+        subcommand_required = true,
+        arg_required_else_help = true
+    )]
     Portguard(PortguardArgs),
 }
 
@@ -61,13 +66,20 @@ pub struct CommonArgs {
 
 /// `cargo serve-safe` and `cargo portguard run`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Configuration: [package.metadata.portguard] in Cargo.toml, `.env`, and \
-the PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT and PORTGUARD_* variables.")]
+#[command(
+    after_help = "Configuration: [package.metadata.portguard] in Cargo.toml, `.env`, and \
+the PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT and PORTGUARD_* variables."
+)]
 pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Name of the bin target to run
-    #[arg(long, value_name = "NAME", conflicts_with = "example", help_heading = "Target Selection")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "example",
+        help_heading = "Target Selection"
+    )]
     pub bin: Option<String>,
     /// Name of the example target to run
     #[arg(long, value_name = "NAME", help_heading = "Target Selection")]
@@ -76,10 +88,19 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "profile", help_heading = "Compilation Options")]
     pub release: bool,
     /// Build with the given profile
-    #[arg(long, value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
+    #[arg(
+        long,
+        value_name = "PROFILE-NAME",
+        help_heading = "Compilation Options"
+    )]
     pub profile: Option<String>,
     /// Space or comma separated list of features to activate
-    #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
+    #[arg(
+        short = 'F',
+        long,
+        value_name = "FEATURES",
+        help_heading = "Feature Selection"
+    )]
     pub features: Vec<String>,
     /// Activate all available features
     #[arg(long, help_heading = "Feature Selection")]
@@ -90,7 +111,7 @@ pub struct RunArgs {
     /// Port to try first (overrides `preferred-port` and PORT)
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
-    /// Apply the [package.metadata.portguard.env.NAME] table [env: PORTGUARD_ENV]
+    /// Apply the `[package.metadata.portguard.env.NAME]` table [env: `PORTGUARD_ENV`]
     #[arg(long = "env", value_name = "NAME")]
     pub env: Option<String>,
     /// Run another copy beside the default instance, under this name
@@ -148,6 +169,9 @@ mod tests {
             with_subcommand_word(args(&["cargo-serve-safe", "serve-safe"]), "serve-safe"),
             args(&["cargo-serve-safe", "serve-safe"])
         );
-        assert_eq!(with_subcommand_word(args(&["x"]), "serve-safe"), args(&["x", "serve-safe"]));
+        assert_eq!(
+            with_subcommand_word(args(&["x"]), "serve-safe"),
+            args(&["x", "serve-safe"])
+        );
     }
 }

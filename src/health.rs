@@ -50,14 +50,20 @@ pub fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
             return false;
         }
         let ready = match &check.health_path {
-            Some(path) => http_status(check.addr, path, Some(check.check_timeout)).is_ok_and(is_success),
+            Some(path) => {
+                http_status(check.addr, path, Some(check.check_timeout)).is_ok_and(is_success)
+            }
             None => TcpStream::connect_timeout(&check.addr, check.check_timeout).is_ok(),
         };
         if ready {
             return true;
         }
         // Fast while a server usually comes up, gentle during a long build.
-        let pause = if started.elapsed() < Duration::from_secs(2) { 10 } else { 50 };
+        let pause = if started.elapsed() < Duration::from_secs(2) {
+            10
+        } else {
+            50
+        };
         std::thread::sleep(Duration::from_millis(pause));
     }
 }
@@ -66,7 +72,9 @@ pub fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
 fn accepted(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::InvalidData
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::InvalidData
     )
 }
 
@@ -80,7 +88,11 @@ pub fn is_success(status: u16) -> bool {
 ///
 /// # Errors
 /// When the connection fails, times out, or the answer is not HTTP (`InvalidData`).
-pub fn http_status(addr: SocketAddr, path: &str, timeout: Option<Duration>) -> std::io::Result<u16> {
+pub fn http_status(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Option<Duration>,
+) -> std::io::Result<u16> {
     let mut stream = match timeout {
         Some(limit) => TcpStream::connect_timeout(&addr, limit)?,
         None => TcpStream::connect(addr)?,
@@ -127,8 +139,17 @@ mod tests {
 
     #[test]
     fn wildcard_hosts_are_reached_on_loopback() {
-        assert_eq!(client_addr("0.0.0.0".parse().unwrap(), 80).to_string(), "127.0.0.1:80");
-        assert_eq!(client_addr("::".parse().unwrap(), 80).to_string(), "[::1]:80");
-        assert_eq!(client_addr("127.0.0.2".parse().unwrap(), 80).to_string(), "127.0.0.2:80");
+        assert_eq!(
+            client_addr("0.0.0.0".parse().unwrap(), 80).to_string(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            client_addr("::".parse().unwrap(), 80).to_string(),
+            "[::1]:80"
+        );
+        assert_eq!(
+            client_addr("127.0.0.2".parse().unwrap(), 80).to_string(),
+            "127.0.0.2:80"
+        );
     }
 }

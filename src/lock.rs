@@ -44,17 +44,30 @@ impl StateDir {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(error) => {
-                return Err(error).with_context(|| format!("could not create the state folder `{}`", self.path.display()));
+                return Err(error).with_context(|| {
+                    format!(
+                        "could not create the state folder `{}`",
+                        self.path.display()
+                    )
+                });
             }
         }
         // symlink_metadata: a link planted in place of the folder is refused, not followed.
-        let meta = fs::symlink_metadata(&self.path)
-            .with_context(|| format!("could not read the state folder `{}`", self.path.display()))?;
+        let meta = fs::symlink_metadata(&self.path).with_context(|| {
+            format!("could not read the state folder `{}`", self.path.display())
+        })?;
         if !meta.is_dir() {
-            bail!("the state folder `{}` exists but is not a directory", self.path.display());
+            bail!(
+                "the state folder `{}` exists but is not a directory",
+                self.path.display()
+            );
         }
         if meta.uid() != rustix::process::geteuid().as_raw() {
-            bail!("the state folder `{}` belongs to another user (uid {}); refusing to use it", self.path.display(), meta.uid());
+            bail!(
+                "the state folder `{}` belongs to another user (uid {}); refusing to use it",
+                self.path.display(),
+                meta.uid()
+            );
         }
         Ok(())
     }
@@ -82,7 +95,9 @@ pub fn validate_instance(name: &str) -> Result<(), BadInput> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(())
     } else {
@@ -164,7 +179,10 @@ pub fn acquire(files: &InstanceFiles) -> Result<Acquired> {
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => {
                 let stale = read_stale(files);
-                let lock = InstanceLock { files: files.clone(), _file: file };
+                let lock = InstanceLock {
+                    files: files.clone(),
+                    _file: file,
+                };
                 if stale.is_some() {
                     lock.clear();
                 }
@@ -179,7 +197,8 @@ pub fn acquire(files: &InstanceFiles) -> Result<Acquired> {
                 }
             }
             Err(fs4::TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("could not lock `{}`", files.lock.display()));
+                return Err(error)
+                    .with_context(|| format!("could not lock `{}`", files.lock.display()));
             }
         }
     }
@@ -201,7 +220,8 @@ pub fn is_held(files: &InstanceFiles) -> Result<bool> {
         Ok(()) => false,
         Err(fs4::TryLockError::WouldBlock) => true,
         Err(fs4::TryLockError::Error(error)) => {
-            return Err(error).with_context(|| format!("could not test the lock `{}`", files.lock.display()));
+            return Err(error)
+                .with_context(|| format!("could not test the lock `{}`", files.lock.display()));
         }
     })
 }
@@ -218,7 +238,8 @@ fn is_not_found(error: &anyhow::Error) -> bool {
 /// When it is missing, not a regular file, or not a record.
 pub fn read_record(files: &InstanceFiles) -> Result<Record> {
     let text = read_nofollow(&files.json)?;
-    serde_json::from_str(&text).with_context(|| format!("`{}` is not a portguard record", files.json.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a portguard record", files.json.display()))
 }
 
 fn read_stale(files: &InstanceFiles) -> Option<Stale> {
@@ -228,7 +249,10 @@ fn read_stale(files: &InstanceFiles) -> Option<Stale> {
         return None;
     }
     let record = read_record(files).ok();
-    Some(Stale { unreadable: record.is_none(), record })
+    Some(Stale {
+        unreadable: record.is_none(),
+        record,
+    })
 }
 
 impl InstanceLock {
@@ -242,9 +266,18 @@ impl InstanceLock {
     /// # Errors
     /// When the state folder cannot be written.
     pub fn write_record(&self, record: &Record) -> Result<()> {
-        let json = serde_json::to_string_pretty(record).context("could not encode the instance record")?;
-        write_atomically(&self.files.dir, &self.files.json, format!("{json}\n").as_bytes())?;
-        write_atomically(&self.files.dir, &self.files.pid, format!("{}\n", record.pid).as_bytes())
+        let json =
+            serde_json::to_string_pretty(record).context("could not encode the instance record")?;
+        write_atomically(
+            &self.files.dir,
+            &self.files.json,
+            format!("{json}\n").as_bytes(),
+        )?;
+        write_atomically(
+            &self.files.dir,
+            &self.files.pid,
+            format!("{}\n", record.pid).as_bytes(),
+        )
     }
 
     /// Removes `<instance>.pid` and `<instance>.json`; links are removed, never followed.
@@ -271,7 +304,8 @@ fn write_atomically(dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
     temp.write_all(contents)
         .and_then(|()| temp.as_file().sync_data())
         .with_context(|| format!("could not write `{}`", temp.path().display()))?;
-    temp.persist(path).with_context(|| format!("could not write `{}`", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("could not write `{}`", path.display()))?;
     Ok(())
 }
 
@@ -294,6 +328,7 @@ fn read_nofollow(path: &Path) -> Result<String> {
         .open(path)
         .with_context(|| format!("could not open `{}`", path.display()))?;
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).with_context(|| format!("could not read `{}`", path.display()))?;
+    std::io::Read::read_to_string(&mut file, &mut text)
+        .with_context(|| format!("could not read `{}`", path.display()))?;
     Ok(text)
 }

@@ -15,7 +15,8 @@ pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<P
     if let Some(cargo) = vars("CARGO").filter(|value| !value.is_empty()) {
         return Ok(PathBuf::from(cargo));
     }
-    which::which("cargo").context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
+    which::which("cargo")
+        .context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
 }
 
 /// A binary or example target that `cargo run` can start.
@@ -60,7 +61,11 @@ impl Project {
     ///
     /// # Errors
     /// When cargo cannot read the workspace, or the package cannot be told.
-    pub fn locate(cargo: &Path, manifest_path: Option<&Path>, package: Option<&str>) -> Result<Self> {
+    pub fn locate(
+        cargo: &Path,
+        manifest_path: Option<&Path>,
+        package: Option<&str>,
+    ) -> Result<Self> {
         let mut command = MetadataCommand::new();
         command.cargo_path(cargo).no_deps();
         if let Some(path) = manifest_path {
@@ -71,11 +76,18 @@ impl Project {
                 cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
                 other => other.to_string(),
             };
-            BadInput(format!("could not read the cargo project: `cargo metadata` failed: {detail}"))
+            BadInput(format!(
+                "could not read the cargo project: `cargo metadata` failed: {detail}"
+            ))
         })?;
         let wanted = match manifest_path {
-            Some(path) => Some(std::path::absolute(path).with_context(|| format!("invalid path `{}`", path.display()))?),
-            None => std::env::current_dir().ok().and_then(|dir| nearest_manifest(&dir)),
+            Some(path) => Some(
+                std::path::absolute(path)
+                    .with_context(|| format!("invalid path `{}`", path.display()))?,
+            ),
+            None => std::env::current_dir()
+                .ok()
+                .and_then(|dir| nearest_manifest(&dir)),
         };
         let package = pick_package(&metadata, package, wanted.as_deref())?;
         let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
@@ -94,7 +106,9 @@ impl Project {
 
     #[must_use]
     pub fn package_root(&self) -> &Path {
-        self.manifest_path().parent().unwrap_or(&self.workspace_root)
+        self.manifest_path()
+            .parent()
+            .unwrap_or(&self.workspace_root)
     }
 
     /// The target to run: `--example`, `--bin`, the configured `bin`, the only binary, or
@@ -117,7 +131,10 @@ impl Project {
             return if examples.contains(&example) {
                 Ok(Target::Example(example.to_owned()))
             } else {
-                Err(BadInput(format!("no example `{example}` in package `{name}`; examples: {}", list(&examples))))
+                Err(BadInput(format!(
+                    "no example `{example}` in package `{name}`; examples: {}",
+                    list(&examples)
+                )))
             };
         }
         let bins = names(TargetKind::Bin);
@@ -125,7 +142,10 @@ impl Project {
             return if bins.contains(&bin) {
                 Ok(Target::Bin(bin.to_owned()))
             } else {
-                Err(BadInput(format!("no binary `{bin}` in package `{name}`; binaries: {}", list(&bins))))
+                Err(BadInput(format!(
+                    "no binary `{bin}` in package `{name}`; binaries: {}",
+                    list(&bins)
+                )))
             };
         }
         match bins.as_slice() {
@@ -142,33 +162,59 @@ impl Project {
 }
 
 fn list(names: &[&str]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn nearest_manifest(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors().map(|dir| dir.join("Cargo.toml")).find(|path| path.is_file())
+    dir.ancestors()
+        .map(|dir| dir.join("Cargo.toml"))
+        .find(|path| path.is_file())
 }
 
-fn pick_package(metadata: &Metadata, name: Option<&str>, manifest: Option<&Path>) -> Result<Package, BadInput> {
+fn pick_package(
+    metadata: &Metadata,
+    name: Option<&str>,
+    manifest: Option<&Path>,
+) -> Result<Package, BadInput> {
     let members = metadata.workspace_packages();
     if let Some(name) = name {
-        return members.iter().find(|package| package.name.as_str() == name).map(|p| (*p).clone()).ok_or_else(|| {
-            let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
-            BadInput(format!("package `{name}` is not a member of the workspace; members: {}", list(&names)))
-        });
+        return members
+            .iter()
+            .find(|package| package.name.as_str() == name)
+            .map(|p| (*p).clone())
+            .ok_or_else(|| {
+                let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+                BadInput(format!(
+                    "package `{name}` is not a member of the workspace; members: {}",
+                    list(&names)
+                ))
+            });
     }
-    if let Some(manifest) = manifest {
-        if let Some(package) = members.iter().find(|package| package.manifest_path.as_std_path() == manifest) {
-            return Ok((*package).clone());
-        }
+    if let Some(package) = manifest.and_then(|manifest| {
+        members
+            .iter()
+            .find(|package| package.manifest_path.as_std_path() == manifest)
+    }) {
+        return Ok((*package).clone());
     }
     let servers: Vec<&&Package> = members
         .iter()
-        .filter(|package| package.targets.iter().any(|target| target.is_kind(TargetKind::Bin)))
+        .filter(|package| {
+            package
+                .targets
+                .iter()
+                .any(|target| target.is_kind(TargetKind::Bin))
+        })
         .collect();
     match servers.as_slice() {
         [only] => Ok((**only).clone()),
-        [] => Err(BadInput("no package in this workspace has a binary to run".to_owned())),
+        [] => Err(BadInput(
+            "no package in this workspace has a binary to run".to_owned(),
+        )),
         several => {
             let names: Vec<&str> = several.iter().map(|p| p.name.as_str()).collect();
             Err(BadInput(format!(

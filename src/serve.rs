@@ -12,56 +12,122 @@ use crate::exit_codes::{self, Exit};
 use crate::health::{self, ReadyCheck};
 use crate::lock::{self, Acquired, InstanceLock, Record, Stale, StateDir};
 use crate::os::{self, Sig};
+use crate::output;
 use crate::port;
 use crate::project::{self, Project, Target};
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
-use crate::output;
 
 /// Reads a variable of the process environment; injectable for tests.
 pub type Vars<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// Everything `serve-safe` learns from its input before it touches anything: a mistake found
+/// here exits with 2 and has started nothing.
+#[derive(Debug)]
+pub struct Plan {
+    pub cargo: PathBuf,
+    pub project: Project,
+    pub config: Config,
+    pub target: Target,
+    pub instance: String,
+    pub state: StateDir,
+}
+
+impl Plan {
+    /// Reads the project, the configuration and the target; prints configuration warnings.
+    ///
+    /// # Errors
+    /// Bad input of any kind, and a cargo that cannot read the project.
+    pub fn new(args: &RunArgs, vars: Vars<'_>) -> Result<Self> {
+        let cargo = project::find_cargo(vars)?;
+        let project = Project::locate(
+            &cargo,
+            args.common.manifest_path.as_deref(),
+            args.common.package.as_deref(),
+        )?;
+        let dotenv = project.package_root().join(".env");
+        let (config, warnings) = config::resolve(&config::Inputs {
+            workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
+            package_metadata: Some((&project.package.metadata, project.manifest_path())),
+            dotenv: Some(&dotenv),
+            vars,
+            env_flag: args.env.as_deref(),
+            port_flag: args.port,
+            bin_flag: args.bin.as_deref(),
+        })?;
+        for warning in warnings {
+            output::warning(warning);
+        }
+        let target = project.target(args.example.as_deref(), config.bin.value.as_deref())?;
+        let instance = args
+            .instance
+            .clone()
+            .unwrap_or_else(|| target.name().to_owned());
+        lock::validate_instance(&instance)?;
+        let state = StateDir::locate(
+            &project.workspace_root,
+            vars("PORTGUARD_STATE_DIR").map(PathBuf::from),
+        );
+        Ok(Plan {
+            cargo,
+            project,
+            config,
+            target,
+            instance,
+            state,
+        })
+    }
+}
 
 /// Runs `cargo serve-safe` to the end and returns its exit code.
 ///
 /// # Errors
 /// Bad input (exit 2), another running instance (exit 1), and failures to start.
 pub fn serve(args: &RunArgs, vars: Vars<'_>) -> Result<i32> {
-    let cargo = project::find_cargo(vars)?;
-    let project = Project::locate(&cargo, args.common.manifest_path.as_deref(), args.common.package.as_deref())?;
-    let dotenv = project.package_root().join(".env");
-    let (config, warnings) = config::resolve(&config::Inputs {
-        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
-        package_metadata: Some((&project.package.metadata, project.manifest_path())),
-        dotenv: Some(&dotenv),
-        vars,
-        env_flag: args.env.as_deref(),
-        port_flag: args.port,
-        bin_flag: args.bin.as_deref(),
-    })?;
-    for warning in warnings {
-        output::warning(warning);
-    }
-    let target = project.target(args.example.as_deref(), config.bin.value.as_deref())?;
-    let instance = args.instance.clone().unwrap_or_else(|| target.name().to_owned());
-    lock::validate_instance(&instance)?;
-
-    let state = StateDir::locate(&project.workspace_root, vars("PORTGUARD_STATE_DIR").map(PathBuf::from));
+    let Plan {
+        cargo,
+        project,
+        config,
+        target,
+        instance,
+        state,
+    } = Plan::new(args, vars)?;
     state.create()?;
     let files = state.instance(&instance);
     let lock = match lock::acquire(&files)? {
         Acquired::Running(record) => return Err(already_running(&instance, record.as_ref()).into()),
-        Acquired::Ours(lock, stale) => {
+        Acquired::Ours(held, stale) => {
             if let Some(stale) = stale {
                 clean_up_stale(&instance, &stale, &config);
             }
-            lock
+            held
         }
     };
-    output::verbose("Locked", format!("instance `{instance}` ({})", files.lock.display()));
+    output::verbose(
+        "Locked",
+        format!("instance `{instance}` ({})", files.lock.display()),
+    );
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
-    let selection = port::select(config.host.value, &config.candidates(), config.dynamic_port.value, socket_handoff)
-        .map_err(|error| Exit { code: exit_codes::FAILURE, message: error.to_string() })?;
-    let launch = launch(&cargo, args, &project, &config, &target, &instance, selection.port, selection.listener);
+    let selection = port::select(
+        config.host.value,
+        &config.candidates(),
+        config.dynamic_port.value,
+        socket_handoff,
+    )
+    .map_err(|error| Exit {
+        code: exit_codes::FAILURE,
+        message: error.to_string(),
+    })?;
+    let launch = launch(
+        &cargo,
+        args,
+        &project,
+        &config,
+        &target,
+        &instance,
+        selection.port,
+        selection.listener,
+    );
     output::status(
         "Starting",
         format!(
@@ -97,7 +163,10 @@ pub fn serve(args: &RunArgs, vars: Vars<'_>) -> Result<i32> {
     if let Ending::Exited { status, ready } = ending {
         let described = supervise::describe(status);
         if ready {
-            output::warning(format!("server (pid {}) exited with {described}", recorder.record.pid));
+            output::warning(format!(
+                "server (pid {}) exited with {described}",
+                recorder.record.pid
+            ));
         } else {
             output::error(format!(
                 "`{}` exited with {described} before the server was ready",
@@ -126,7 +195,10 @@ impl Observer for Recorder<'_> {
     }
 
     fn ready(&mut self, _pid: u32) {
-        output::status("Running", format!("on {}{}", self.record.url, self.selection_note));
+        output::status(
+            "Running",
+            format!("on {}{}", self.record.url, self.selection_note),
+        );
     }
 }
 
@@ -154,7 +226,11 @@ fn launch(
     port: u16,
     socket: Option<std::net::TcpListener>,
 ) -> Launch {
-    let mut cargo_args: Vec<OsString> = vec!["run".into(), "--manifest-path".into(), project.manifest_path().into()];
+    let mut cargo_args: Vec<OsString> = vec![
+        "run".into(),
+        "--manifest-path".into(),
+        project.manifest_path().into(),
+    ];
     cargo_args.extend(target.cargo_args().iter().map(OsString::from));
     if args.release {
         cargo_args.push("--release".into());
@@ -220,7 +296,10 @@ fn already_running(instance: &str, record: Option<&Record>) -> Exit {
         ),
         None => format!("instance `{instance}` is already being started by another portguard"),
     };
-    Exit { code: exit_codes::FAILURE, message }
+    Exit {
+        code: exit_codes::FAILURE,
+        message,
+    }
 }
 
 /// A supervisor that died without cleaning up (SIGKILL, power loss) left files behind. They are
@@ -228,16 +307,22 @@ fn already_running(instance: &str, record: Option<&Record>) -> Exit {
 /// time proves it is the one portguard started.
 fn clean_up_stale(instance: &str, stale: &Stale, config: &Config) {
     let Some(record) = &stale.record else {
-        output::warning(format!("removed unreadable state of instance `{instance}` left by an earlier run"));
+        output::warning(format!(
+            "removed unreadable state of instance `{instance}` left by an earlier run"
+        ));
         return;
     };
     output::warning(format!(
         "instance `{instance}` was not shut down cleanly (supervisor pid {} is gone); removed its stale state (pid {}, port {})",
         record.supervisor_pid, record.pid, record.port
     ));
-    let same_process = record.pid_start_time.is_some() && os::start_time(record.pid) == record.pid_start_time;
+    let same_process =
+        record.pid_start_time.is_some() && os::start_time(record.pid) == record.pid_start_time;
     if same_process && os::is_alive(record.pid) {
-        output::warning(format!("its server (pid {}) outlived it; stopping it", record.pid));
+        output::warning(format!(
+            "its server (pid {}) outlived it; stopping it",
+            record.pid
+        ));
         let _ = os::signal_group(record.pid, Sig::TERM);
         let deadline = std::time::Instant::now() + config.shutdown_timeout.value;
         while os::is_alive(record.pid) && std::time::Instant::now() < deadline {
@@ -246,4 +331,3 @@ fn clean_up_stale(instance: &str, stale: &Stale, config: &Config) {
         let _ = os::signal_group(record.pid, Sig::KILL);
     }
 }
-

@@ -13,7 +13,10 @@ pub const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 ///
 /// # Errors
 /// When the handlers cannot be installed.
-pub fn listen(signals: &[i32], deliver: impl Fn(i32) + Send + 'static) -> Result<signal_hook::iterator::Handle> {
+pub fn listen(
+    signals: &[i32],
+    deliver: impl Fn(i32) + Send + 'static,
+) -> Result<signal_hook::iterator::Handle> {
     let mut incoming = Signals::new(signals).context("could not install signal handlers")?;
     let handle = incoming.handle();
     std::thread::Builder::new()
@@ -30,5 +33,6 @@ pub fn listen(signals: &[i32], deliver: impl Fn(i32) + Send + 'static) -> Result
 /// A signal's conventional name, for messages.
 #[must_use]
 pub fn name(signal: i32) -> String {
-    signal_hook::low_level::signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_owned)
+    signal_hook::low_level::signal_name(signal)
+        .map_or_else(|| format!("signal {signal}"), str::to_owned)
 }

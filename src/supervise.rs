@@ -82,7 +82,11 @@ impl Ending {
 pub fn status_code(status: ExitStatus) -> i32 {
     status
         .code()
-        .or_else(|| status.signal().map(|signal| exit_codes::SIGNAL_BASE + signal))
+        .or_else(|| {
+            status
+                .signal()
+                .map(|signal| exit_codes::SIGNAL_BASE + signal)
+        })
         .unwrap_or(exit_codes::FAILURE)
 }
 
@@ -97,6 +101,7 @@ pub fn describe(status: ExitStatus) -> String {
 }
 
 /// One supervised server, and the channel everything reports to.
+#[derive(Debug)]
 pub struct Supervisor {
     launch: Launch,
     events: Receiver<Event>,
@@ -145,20 +150,23 @@ impl Supervisor {
         observer.spawned(pid);
         let mut ready = false;
         loop {
-            let event = self.events.recv().context("the supervisor's event channel closed")?;
+            let event = self
+                .events
+                .recv()
+                .context("the supervisor's event channel closed")?;
             match event {
                 Event::Ready(generation) if generation == self.generation && !ready => {
                     ready = true;
                     observer.ready(pid);
                 }
-                Event::Ready(_) => {}
                 Event::Exited(generation, status) if generation == self.generation => {
                     self.pid = None;
                     self.cancel_probe.store(true, Ordering::Relaxed);
-                    self.reap_group(pid, Duration::ZERO);
+                    reap_group(pid, Duration::ZERO);
                     return Ok(Ending::Exited { status, ready });
                 }
-                Event::Exited(..) => {}
+                // Late news of an earlier generation.
+                Event::Ready(_) | Event::Exited(..) => {}
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));
                     self.stop(pid)?;
@@ -193,7 +201,12 @@ impl Supervisor {
         command.envs(self.launch.env.iter().map(|(key, value)| (key, value)));
         // Descriptors named by an inherited jobserver could collide with fd 3, and an inherited
         // `LISTEN_*` would tell the server about a socket it was not given.
-        for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_FDS_FIRST_FD"] {
+        for key in [
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+            "LISTEN_FDS_FIRST_FD",
+        ] {
             if !self.launch.env.iter().any(|(k, _)| k == key) {
                 command.env_remove(key);
             }
@@ -203,7 +216,10 @@ impl Supervisor {
                 command.env_remove(key);
             }
         }
-        os::prepare_child(&mut command, self.launch.socket.as_ref().map(AsRawFd::as_raw_fd));
+        os::prepare_child(
+            &mut command,
+            self.launch.socket.as_ref().map(AsRawFd::as_raw_fd),
+        );
         let mut child = command
             .spawn()
             .with_context(|| format!("could not start `{}`", self.launch.display()))?;
@@ -216,7 +232,9 @@ impl Supervisor {
             .name("portguard-wait".to_owned())
             .spawn(move || {
                 // A failed wait means the child is gone already; report it as killed.
-                let status = child.wait().unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                let status = child
+                    .wait()
+                    .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
                 let _ = sender.send(Event::Exited(generation, status));
             })
             .context("could not start the wait thread")?;
@@ -242,7 +260,10 @@ impl Supervisor {
         let grace = self.launch.shutdown_timeout;
         let started = Instant::now();
         self.cancel_probe.store(true, Ordering::Relaxed);
-        output::status("Stopping", format!("server (pid {pid}): sent SIGTERM to its process group"));
+        output::status(
+            "Stopping",
+            format!("server (pid {pid}): sent SIGTERM to its process group"),
+        );
         let _ = os::signal_group(pid, Sig::TERM);
         let deadline = started + grace;
         loop {
@@ -250,7 +271,10 @@ impl Supervisor {
             match self.events.recv_timeout(left) {
                 Ok(Event::Exited(generation, _)) if generation == self.generation => break,
                 Ok(Event::Signal(_)) => {
-                    output::status("Killing", format!("server (pid {pid}): asked twice, sent SIGKILL"));
+                    output::status(
+                        "Killing",
+                        format!("server (pid {pid}): asked twice, sent SIGKILL"),
+                    );
                     let _ = os::signal_group(pid, Sig::KILL);
                 }
                 Ok(_) => {}
@@ -263,37 +287,45 @@ impl Supervisor {
                     self.wait_exit()?;
                     break;
                 }
-                Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the supervisor's event channel closed"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the supervisor's event channel closed")
+                }
             }
         }
         self.pid = None;
-        self.reap_group(pid, deadline.saturating_duration_since(Instant::now()));
+        reap_group(pid, deadline.saturating_duration_since(Instant::now()));
         output::status(
             "Stopped",
-            format!("server (pid {pid}) in {:.2}s", started.elapsed().as_secs_f64()),
+            format!(
+                "server (pid {pid}) in {:.2}s",
+                started.elapsed().as_secs_f64()
+            ),
         );
         Ok(())
     }
 
     fn wait_exit(&self) -> Result<()> {
         loop {
-            match self.events.recv().context("the supervisor's event channel closed")? {
+            match self
+                .events
+                .recv()
+                .context("the supervisor's event channel closed")?
+            {
                 Event::Exited(generation, _) if generation == self.generation => return Ok(()),
                 _ => {}
             }
         }
     }
+}
 
-    /// Processes the server left in its group (children that ignore SIGTERM) get what is left
-    /// of the grace period, then SIGKILL.
-    fn reap_group(&self, leader: u32, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while os::group_exists(leader) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if os::group_exists(leader) {
-            let _ = os::signal_group(leader, Sig::KILL);
-        }
+/// Processes the server left in its group (children that ignore SIGTERM) get what is left of
+/// the grace period, then SIGKILL.
+fn reap_group(leader: u32, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while os::group_exists(leader) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
-
+    if os::group_exists(leader) {
+        let _ = os::signal_group(leader, Sig::KILL);
+    }
 }

@@ -91,12 +91,12 @@ pub fn signal_process(target: u32, signal: Signal) -> io::Result<()> {
 /// Whether any process is left in the group led by `leader`.
 #[must_use]
 pub fn group_exists(leader: u32) -> bool {
-    pid(leader).is_ok_and(|leader| {
-        match rustix::process::test_kill_process_group(leader) {
+    pid(leader).is_ok_and(
+        |leader| match rustix::process::test_kill_process_group(leader) {
             Ok(()) => true,
             Err(error) => error == rustix::io::Errno::PERM,
-        }
-    })
+        },
+    )
 }
 
 /// Whether `target` is a live process (a zombie is not).
