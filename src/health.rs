@@ -25,6 +25,9 @@ pub struct ReadyCheck {
     /// The socket was bound by portguard: a connect succeeds long before the server accepts.
     pub socket_handoff: bool,
     pub check_timeout: Duration,
+    /// The server's process group. In env handoff another program may hold the port that the
+    /// server failed to bind; its answer must not count as our server being ready.
+    pub owner_group: Option<u32>,
 }
 
 /// Waits until the server is ready or `cancel` is set; true when ready.
@@ -55,7 +58,7 @@ pub fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
             }
             None => TcpStream::connect_timeout(&check.addr, check.check_timeout).is_ok(),
         };
-        if ready {
+        if ready && held_by_owner(check) {
             return true;
         }
         // Fast while a server usually comes up, gentle during a long build.
@@ -66,6 +69,16 @@ pub fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
         };
         std::thread::sleep(Duration::from_millis(pause));
     }
+}
+
+/// Whether the listener on the port belongs to the server's group; true when that cannot be
+/// told (a holder of another user's is invisible to us).
+fn held_by_owner(check: &ReadyCheck) -> bool {
+    let Some(group) = check.owner_group else {
+        return true;
+    };
+    crate::os::port_holder(check.addr.port())
+        .is_none_or(|holder| crate::os::process_group(holder.pid) == Some(group))
 }
 
 /// A server that took the connection and closed or reset it has accepted: it is running.

@@ -282,6 +282,7 @@ fn launch(
             health_path: config.health_path.value.clone(),
             socket_handoff,
             check_timeout: config.check_timeout.value,
+            owner_group: None,
         },
         shutdown_timeout: config.shutdown_timeout.value,
     }

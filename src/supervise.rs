@@ -241,7 +241,10 @@ impl Supervisor {
 
         self.cancel_probe = Arc::new(AtomicBool::new(false));
         let cancel = Arc::clone(&self.cancel_probe);
-        let check = self.launch.ready.clone();
+        let mut check = self.launch.ready.clone();
+        if !check.socket_handoff {
+            check.owner_group = Some(pid);
+        }
         let sender = self.sender.clone();
         std::thread::Builder::new()
             .name("portguard-ready".to_owned())

@@ -152,3 +152,10 @@ fn ps_field(target: u32, field: &str) -> Option<String> {
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     (output.status.success() && !text.is_empty()).then_some(text)
 }
+
+/// The process group `target` belongs to.
+#[must_use]
+pub fn process_group(target: u32) -> Option<u32> {
+    let group = rustix::process::getpgid(Some(pid(target).ok()?)).ok()?;
+    u32::try_from(group.as_raw_nonzero().get()).ok()
+}
