@@ -317,8 +317,13 @@ fn clean_up_stale(instance: &str, stale: &Stale, config: &Config) {
         "instance `{instance}` was not shut down cleanly (supervisor pid {} is gone); removed its stale state (pid {}, port {})",
         record.supervisor_pid, record.pid, record.port
     ));
-    let same_process =
-        record.pid_start_time.is_some() && os::start_time(record.pid) == record.pid_start_time;
+    // Our servers lead their own process group; pid 1 and this process never qualify, whatever
+    // a damaged record says.
+    let same_process = record.pid > 1
+        && record.pid != std::process::id()
+        && os::process_group(record.pid) == Some(record.pid)
+        && record.pid_start_time.is_some()
+        && os::start_time(record.pid) == record.pid_start_time;
     if same_process && os::is_alive(record.pid) {
         output::warning(format!(
             "its server (pid {}) outlived it; stopping it",
