@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::*;
 
-const READY: Duration = Duration::from_secs(60);
+const READY: Duration = Duration::from_mins(1);
 
 fn start_ready(project: &TestProject, args: &[&str]) -> Running {
     let running = project.serve(args);

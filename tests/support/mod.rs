@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use rustix::process::Signal;
-use rustix::process::{kill_process, kill_process_group, test_kill_process, Pid};
+use rustix::process::{Pid, kill_process, kill_process_group, test_kill_process};
 
 /// The instance name portguard gives the fixture by default (its binary name).
 pub const FIXTURE_INSTANCE: &str = "fixture-server";
