@@ -116,7 +116,10 @@ pub fn serve(args: &RunArgs, vars: Vars<'_>) -> Result<i32> {
     )
     .map_err(|error| Exit {
         code: exit_codes::FAILURE,
-        message: error.to_string(),
+        message: format!(
+            "{error}\nnote: tried at most {} candidates (`max-attempts`) and `dynamic-port` is off",
+            config.max_attempts.value
+        ),
     })?;
     let launch = launch(
         &cargo,
