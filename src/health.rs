@@ -7,6 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The address a client on this machine reaches a server listening on `host` at.
+///
+/// ```
+/// use portguard::health::client_addr;
+///
+/// let wildcard = "0.0.0.0".parse().unwrap();
+/// assert_eq!(client_addr(wildcard, 5000).to_string(), "127.0.0.1:5000");
+/// ```
 #[must_use]
 pub fn client_addr(host: IpAddr, port: u16) -> SocketAddr {
     let ip = match host {

@@ -88,6 +88,13 @@ impl StateDir {
 
 /// Instance names become file names: keep them to a safe alphabet.
 ///
+/// ```
+/// use portguard::lock::validate_instance;
+///
+/// assert!(validate_instance("api-2").is_ok());
+/// assert!(validate_instance("../etc").is_err());
+/// ```
+///
 /// # Errors
 /// For an empty name, one starting with `.`, or one with other characters than
 /// letters, digits, `-`, `_` and `.`.
