@@ -4,166 +4,9 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
 
-use serde_json::Value;
-use support::{FIXTURE_INSTANCE, Running, TestProject, free_port, http_get, wait_until};
-
-/// Covers a `cargo run` that has to build; the fixture itself is built before the timer starts.
-const READY_TIMEOUT: Duration = Duration::from_mins(1);
-/// Bad input is found before cargo builds anything, but `cargo metadata` runs first.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_LINE: &str = "Running on http://";
-
-/// `cargo-serve-safe serve-safe ARGS` with extra environment variables, which
-/// `TestProject::serve` cannot set. Dropping it kills the supervisor (the server dies with it);
-/// the `TestProject`, which must outlive it, then kills anything left of the project's.
-struct WithEnv {
-    child: Child,
-    status: Option<ExitStatus>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stderr_closed: Arc<AtomicBool>,
-}
-
-impl WithEnv {
-    fn start(project: &TestProject, args: &[&str], vars: &[(&str, &str)]) -> Self {
-        use std::os::unix::process::CommandExt;
-
-        let mut command = project.serve_safe(args);
-        command
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = command.spawn().expect("start cargo-serve-safe");
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let stderr_closed = Arc::new(AtomicBool::new(false));
-        let (sink, closed) = (Arc::clone(&stderr), Arc::clone(&stderr_closed));
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.lock()
-                    .expect("stderr buffer")
-                    .extend_from_slice(&chunk[..n]);
-            }
-            closed.store(true, Ordering::SeqCst);
-        });
-        WithEnv {
-            child,
-            status: None,
-            stderr,
-            stderr_closed,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer")).into_owned()
-    }
-
-    /// The exit status, if it exits within `timeout`, once its stderr is complete.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let child = &mut self.child;
-        let status = &mut self.status;
-        wait_until(timeout, || {
-            *status = child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        wait_until(Duration::from_secs(2), || {
-            self.stderr_closed.load(Ordering::SeqCst)
-        });
-        self.status
-    }
-}
-
-impl Drop for WithEnv {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("--- cargo-serve-safe stderr ---\n{}", self.stderr());
-        }
-    }
-}
-
-/// What `ready` needs of a started `cargo-serve-safe`, whoever started it: wait until stderr
-/// contains `needle`; Ok(all of stderr), or Err(all of stderr) at the timeout or as soon as
-/// stderr closes without it.
-trait Server {
-    fn stderr_with(&self, needle: &str, timeout: Duration) -> Result<String, String>;
-}
-
-impl Server for Running {
-    fn stderr_with(&self, needle: &str, timeout: Duration) -> Result<String, String> {
-        self.wait_for_stderr(needle, timeout)
-    }
-}
-
-impl Server for WithEnv {
-    fn stderr_with(&self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let mut text = String::new();
-        let found = wait_until(timeout, || {
-            // Read `closed` first: output seen after it is final.
-            let closed = self.stderr_closed.load(Ordering::SeqCst);
-            text = self.stderr();
-            text.contains(needle) || closed
-        });
-        if found && text.contains(needle) {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    }
-}
-
-/// Waits for the complete ready line and returns the port in it, after checking that the
-/// state file and the server itself agree. Also returns the server's `GET /info`.
-fn ready(project: &TestProject, server: &impl Server) -> (u16, Value) {
-    let stderr = server
-        .stderr_with(READY_LINE, READY_TIMEOUT)
-        .unwrap_or_else(|stderr| panic!("no ready line from cargo-serve-safe; stderr:\n{stderr}"));
-    let start = stderr.find(READY_LINE).expect("found above");
-    // The needle may have arrived before the rest of its line.
-    let mut line = None;
-    wait_until(Duration::from_secs(5), || {
-        let stderr = server
-            .stderr_with(READY_LINE, Duration::ZERO)
-            .unwrap_or_else(|stderr| stderr);
-        line = stderr
-            .get(start..)
-            .and_then(|rest| rest.split_once('\n'))
-            .map(|(line, _)| line.to_owned());
-        line.is_some()
-    });
-    let line = line.unwrap_or_else(|| panic!("the ready line never ended: {stderr}"));
-    let port: u16 = line[READY_LINE.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|addr| addr.rsplit_once(':'))
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in the ready line {line:?}"));
-
-    let json = project
-        .read_json(FIXTURE_INSTANCE)
-        .expect("a running instance has its .json");
-    assert_eq!(
-        json["port"], port,
-        "the .json disagrees with {line:?}: {json}"
-    );
-    let (status, body) = http_get(port, "/info").expect("GET /info");
-    assert_eq!(status, 200, "GET /info: {body}");
-    let info: Value = serde_json::from_str(&body).expect("/info is JSON");
-    assert_eq!(info["port"], port, "the server listens elsewhere: {info}");
-    (port, info)
-}
+use support::{EXIT_TIMEOUT, FIXTURE_INSTANCE, Ready, TestProject, free_port, ready};
 
 /// Cargo.toml as cargo reports it in messages: the canonical path.
 fn manifest(project: &TestProject) -> PathBuf {
@@ -210,20 +53,19 @@ fn four_layers(project: &TestProject) -> Layers {
 fn port_flag_beats_port_variable() {
     let project = TestProject::fixture();
     let layers = four_layers(&project);
-    let server = WithEnv::start(
-        &project,
+    let server = project.serve_with_env(
         &["--port", &layers.flag.to_string()],
         &[("PORT", &layers.var.to_string())],
     );
-    assert_eq!(ready(&project, &server).0, layers.flag);
+    assert_eq!(ready(&project, &server).port, layers.flag);
 }
 
 #[test]
 fn port_variable_beats_dotenv() {
     let project = TestProject::fixture();
     let layers = four_layers(&project);
-    let server = WithEnv::start(&project, &[], &[("PORT", &layers.var.to_string())]);
-    assert_eq!(ready(&project, &server).0, layers.var);
+    let server = project.serve_with_env(&[], &[("PORT", &layers.var.to_string())]);
+    assert_eq!(ready(&project, &server).port, layers.var);
 }
 
 #[test]
@@ -231,7 +73,7 @@ fn dotenv_beats_package_table() {
     let project = TestProject::fixture();
     let layers = four_layers(&project);
     let server = project.serve(&[]);
-    let (port, info) = ready(&project, &server);
+    let Ready { port, info, .. } = ready(&project, &server);
     assert_eq!(port, layers.dotenv);
     assert_eq!(info["port_env"], layers.dotenv.to_string(), "{info}");
 }
@@ -245,7 +87,7 @@ fn package_table_port_is_used_without_overrides() {
         "# nothing for portguard\nDATABASE_URL=postgres://x\n",
     );
     let server = project.serve(&[]);
-    assert_eq!(ready(&project, &server).0, layers.manifest);
+    assert_eq!(ready(&project, &server).port, layers.manifest);
 }
 
 #[test]
@@ -257,7 +99,9 @@ fn workspace_table_gives_defaults() {
         &format!("preferred-port = {port}\nfallback-ports = []\nhandoff = \"socket\""),
     );
     let server = project.serve(&[]);
-    let (used, info) = ready(&project, &server);
+    let Ready {
+        port: used, info, ..
+    } = ready(&project, &server);
     assert_eq!(used, port);
     assert_eq!(info["socket_from_fd3"], true, "{info}");
 }
@@ -272,7 +116,9 @@ fn package_table_beats_workspace_table() {
     );
     let package_port = project.set_metadata_on_free_port("");
     let server = project.serve(&[]);
-    let (used, info) = ready(&project, &server);
+    let Ready {
+        port: used, info, ..
+    } = ready(&project, &server);
     assert_eq!(used, package_port);
     // Key by key: what the package table leaves out still comes from the workspace.
     assert_eq!(info["socket_from_fd3"], true, "{info}");
@@ -299,7 +145,7 @@ fn env_flag_selects_an_env_table() {
     let project = TestProject::fixture();
     let ports = env_tables(&project);
     let server = project.serve(&["--env", "dev"]);
-    let (used, _) = ready(&project, &server);
+    let used = ready(&project, &server).port;
     assert_eq!(used, ports.dev, "base {}, ci {}", ports.base, ports.ci);
 }
 
@@ -307,8 +153,8 @@ fn env_flag_selects_an_env_table() {
 fn portguard_env_variable_selects_an_env_table() {
     let project = TestProject::fixture();
     let ports = env_tables(&project);
-    let server = WithEnv::start(&project, &[], &[("PORTGUARD_ENV", "ci")]);
-    let (used, _) = ready(&project, &server);
+    let server = project.serve_with_env(&[], &[("PORTGUARD_ENV", "ci")]);
+    let used = ready(&project, &server).port;
     assert_eq!(used, ports.ci, "base {}, dev {}", ports.base, ports.dev);
 }
 
@@ -316,8 +162,8 @@ fn portguard_env_variable_selects_an_env_table() {
 fn env_flag_beats_portguard_env_variable() {
     let project = TestProject::fixture();
     let ports = env_tables(&project);
-    let server = WithEnv::start(&project, &["--env", "dev"], &[("PORTGUARD_ENV", "ci")]);
-    let (used, _) = ready(&project, &server);
+    let server = project.serve_with_env(&["--env", "dev"], &[("PORTGUARD_ENV", "ci")]);
+    let used = ready(&project, &server).port;
     assert_eq!(used, ports.dev, "base {}, ci {}", ports.base, ports.ci);
 }
 
@@ -327,7 +173,7 @@ fn portguard_env_in_dotenv_selects_an_env_table() {
     let ports = env_tables(&project);
     project.write_file(".env", "PORTGUARD_ENV=ci\n");
     let server = project.serve(&[]);
-    let (used, _) = ready(&project, &server);
+    let used = ready(&project, &server).port;
     assert_eq!(used, ports.ci, "base {}, dev {}", ports.base, ports.dev);
 }
 
@@ -341,8 +187,7 @@ fn workspace_env_table_beats_package_table() {
     );
     let base = project.set_metadata_on_free_port("");
     let server = project.serve(&["--env", "dev"]);
-    let (used, _) = ready(&project, &server);
-    assert_eq!(used, dev, "package table {base}");
+    assert_eq!(ready(&project, &server).port, dev, "package table {base}");
 }
 
 #[test]
@@ -352,7 +197,7 @@ fn dotenv_beats_the_selected_env_table() {
     let dotenv = free_port();
     project.write_file(".env", format!("PORT={dotenv}\n"));
     let server = project.serve(&["--env", "dev"]);
-    let (used, _) = ready(&project, &server);
+    let used = ready(&project, &server).port;
     assert_eq!(used, dotenv, "dev {}, base {}", ports.dev, ports.base);
 }
 
@@ -366,7 +211,7 @@ fn assert_bad_input(
     vars: &[(&str, &str)],
     expected: &[&str],
 ) {
-    let mut run = WithEnv::start(project, args, vars);
+    let mut run = project.serve_with_env(args, vars);
     let status = run
         .wait_exit(EXIT_TIMEOUT)
         .expect("bad input must end cargo-serve-safe at once");
@@ -573,8 +418,7 @@ fn unknown_key_warns_with_a_suggestion_and_still_starts() {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port("prefered-port = 1");
     let server = project.serve(&[]);
-    let (used, _) = ready(&project, &server);
-    assert_eq!(used, port);
+    assert_eq!(ready(&project, &server).port, port);
     let warning = format!(
         "warning: unknown key `prefered-port` in `[package.metadata.portguard]` of `{}`; \
          did you mean `preferred-port`?",
@@ -589,7 +433,9 @@ fn project_path_with_spaces_works() {
     let project = TestProject::fixture_in("my project");
     let port = project.set_metadata_on_free_port("handoff = \"socket\"");
     let server = project.serve(&["--", "two words"]);
-    let (used, info) = ready(&project, &server);
+    let Ready {
+        port: used, info, ..
+    } = ready(&project, &server);
     assert_eq!(used, port);
     assert_eq!(info["socket_from_fd3"], true, "{info}");
     assert_eq!(info["args"], serde_json::json!(["two words"]), "{info}");

@@ -8,76 +8,10 @@ mod support;
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpListener};
-use std::time::Duration;
-
-use serde_json::Value;
-use support::{FIXTURE_INSTANCE, Running, TestProject, free_port, hold_port, http_get, wait_until};
-
-/// Covers a `cargo run` that has to build; the fixture itself is built before the timer starts.
-const READY_TIMEOUT: Duration = Duration::from_mins(1);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_LINE: &str = "Running on http://";
-
-/// A server that reported itself ready.
-struct Ready {
-    /// The port in the ready line.
-    port: u16,
-    /// The ready line, without the status verb's indentation.
-    line: String,
-    /// The server's `GET /info`.
-    info: Value,
-}
-
-/// Waits for the ready line and checks that the line, the state file and the server agree on
-/// the port.
-fn ready(project: &TestProject, server: &Running) -> Ready {
-    let stderr = server
-        .wait_for_stderr(READY_LINE, READY_TIMEOUT)
-        .unwrap_or_else(|stderr| panic!("no ready line from cargo-serve-safe; stderr:\n{stderr}"));
-    let start = stderr.find(READY_LINE).expect("found above");
-    // The needle may have arrived before the rest of its line.
-    assert!(
-        wait_until(Duration::from_secs(5), || server.stderr()[start..]
-            .contains('\n')),
-        "the ready line never ended: {}",
-        server.stderr()
-    );
-    let line = server.stderr()[start..]
-        .lines()
-        .next()
-        .expect("a line")
-        .to_owned();
-    let addr = line[READY_LINE.len()..]
-        .split_whitespace()
-        .next()
-        .expect("an address after `http://`");
-    let port: u16 = addr
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in the ready line {line:?}"));
-
-    let json = project
-        .read_json(FIXTURE_INSTANCE)
-        .expect("a running instance has its .json");
-    assert_eq!(
-        json["port"], port,
-        "the .json disagrees with {line:?}: {json}"
-    );
-    let info = info(port);
-    assert_eq!(info["port"], port, "the server listens elsewhere: {info}");
-    assert_eq!(
-        json["pid"], info["pid"],
-        "the .json names another pid: {json}"
-    );
-    Ready { port, line, info }
-}
-
-/// The fixture's `GET /info`.
-fn info(port: u16) -> Value {
-    let (status, body) = http_get(port, "/info").expect("GET /info");
-    assert_eq!(status, 200, "GET /info: {body}");
-    serde_json::from_str(&body).expect("/info is JSON")
-}
+use support::{
+    EXIT_TIMEOUT, FIXTURE_INSTANCE, READY_LINE, READY_TIMEOUT, TestProject, free_port, hold_port,
+    http_get, info, ready,
+};
 
 /// How portguard reports a port this test holds, holder included.
 fn busy_by_me(port: u16) -> String {

@@ -42,6 +42,19 @@ const OWNER_TAG: &str = "PG_TEST_PROJECT";
 
 const POLL: Duration = Duration::from_millis(20);
 
+/// What `cargo serve-safe` prints on stderr once the server answers, up to
+/// the address.
+pub const READY_LINE: &str = "Running on http://";
+
+/// Covers a `cargo run` that has to build; the fixture itself is built before
+/// the timer starts.
+pub const READY_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// For a `cargo serve-safe` expected to exit without starting the server: it
+/// finds bad input or a lack of ports before cargo builds anything, but
+/// `cargo metadata` runs first.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn serve_safe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cargo-serve-safe"))
 }
@@ -308,10 +321,17 @@ impl TestProject {
     /// Starts `cargo-serve-safe serve-safe ARGS` in the background, in a
     /// process group of its own (as a shell would start it).
     pub fn serve(&self, args: &[&str]) -> Running {
+        self.serve_with_env(args, &[])
+    }
+
+    /// As `serve`, with `vars` set in its environment (after `command` has
+    /// cleaned it, so they may set what it removes, such as `PORT`).
+    pub fn serve_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Running {
         use std::os::unix::process::CommandExt;
 
         let mut command = self.serve_safe(args);
         command
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -628,6 +648,69 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("no status code in {head:?}"))?;
     Ok((status, body.to_string()))
+}
+
+/// The fixture's `GET /info` on 127.0.0.1:port; panics unless it answers 200
+/// with JSON.
+pub fn info(port: u16) -> serde_json::Value {
+    let (status, body) = http_get(port, "/info").expect("GET /info");
+    assert_eq!(status, 200, "GET /info: {body}");
+    serde_json::from_str(&body).expect("/info is JSON")
+}
+
+/// A fixture server that `cargo serve-safe` reported ready.
+pub struct Ready {
+    /// The port in the ready line.
+    pub port: u16,
+    /// The ready line, without the status verb's indentation.
+    pub line: String,
+    /// The server's `GET /info`.
+    pub info: serde_json::Value,
+}
+
+/// Waits for the complete ready line of the default instance
+/// (`FIXTURE_INSTANCE`) and checks that the line, its `.json` and the server
+/// agree on the port, and the `.json` and the server on the pid.
+pub fn ready(project: &TestProject, server: &Running) -> Ready {
+    let stderr = server
+        .wait_for_stderr(READY_LINE, READY_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("no ready line from cargo-serve-safe; stderr:\n{stderr}"));
+    let start = stderr.find(READY_LINE).expect("found above");
+    // The needle may have arrived before the rest of its line.
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stderr()[start..]
+            .contains('\n')),
+        "the ready line never ended: {}",
+        server.stderr()
+    );
+    let line = server.stderr()[start..]
+        .lines()
+        .next()
+        .expect("a line")
+        .to_owned();
+    let addr = line[READY_LINE.len()..]
+        .split_whitespace()
+        .next()
+        .expect("an address after `http://`");
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the ready line {line:?}"));
+
+    let json = project
+        .read_json(FIXTURE_INSTANCE)
+        .expect("a running instance has its .json");
+    assert_eq!(
+        json["port"], port,
+        "the .json disagrees with {line:?}: {json}"
+    );
+    let info = info(port);
+    assert_eq!(info["port"], port, "the server listens elsewhere: {info}");
+    assert_eq!(
+        json["pid"], info["pid"],
+        "the .json names another pid: {json}"
+    );
+    Ready { port, line, info }
 }
 
 /// Whether no listener holds `port` on any local IPv4 or IPv6 address (a
