@@ -5,14 +5,17 @@ use std::ffi::OsString;
 
 use clap::Parser as _;
 
-use crate::cli::{self, PortguardCli, PortguardCommand, RunArgs, ServeSafeCli};
-use crate::{exit_codes, output, serve};
+use crate::cli::{self, CommonArgs, PortguardCli, PortguardCommand, ServeSafeCli};
+use crate::serve::Vars;
+use crate::{exit_codes, logs, output, serve, status, stop};
 
 /// `cargo serve-safe`, given the process arguments.
 #[must_use]
 pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
     match ServeSafeCli::try_parse_from(cli::with_subcommand_word(args, "serve-safe")) {
-        Ok(ServeSafeCli::ServeSafe(run)) => run_serve(&run),
+        Ok(ServeSafeCli::ServeSafe(serve_safe)) => run(&serve_safe.common, |vars| {
+            serve::serve(&serve_safe.common, &serve_safe.run, vars)
+        }),
         Err(error) => clap_exit(&error),
     }
 }
@@ -20,21 +23,26 @@ pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
 /// `cargo portguard`, given the process arguments.
 #[must_use]
 pub fn portguard_main(args: Vec<OsString>) -> i32 {
-    match PortguardCli::try_parse_from(cli::with_subcommand_word(args, "portguard")) {
-        Ok(PortguardCli::Portguard(portguard)) => match portguard.command {
-            PortguardCommand::Run(run) => run_serve(&run),
-        },
-        Err(error) => clap_exit(&error),
-    }
+    let portguard = match PortguardCli::try_parse_from(cli::with_subcommand_word(args, "portguard"))
+    {
+        Ok(PortguardCli::Portguard(portguard)) => portguard,
+        Err(error) => return clap_exit(&error),
+    };
+    let common = &portguard.common;
+    run(common, |vars| match &portguard.command {
+        PortguardCommand::Run(args) => serve::serve(common, args, vars),
+        PortguardCommand::Status(args) => status::status(common, args, vars),
+        PortguardCommand::Stop(args) => stop::stop(common, args, vars),
+        PortguardCommand::Restart(args) => stop::restart(common, args, vars),
+        PortguardCommand::Logs(args) => logs::logs(common, args, vars),
+    })
 }
 
-fn run_serve(args: &RunArgs) -> i32 {
-    output::init(args.common.color, args.common.quiet, args.common.verbose);
-    report(serve::serve(args, &|name| std::env::var_os(name)))
-}
-
-fn report(result: anyhow::Result<i32>) -> i32 {
-    match result {
+/// Sets up output, runs a command against the real environment, and turns its error into
+/// the message and exit code the contract gives it.
+fn run(common: &CommonArgs, command: impl FnOnce(Vars<'_>) -> anyhow::Result<i32>) -> i32 {
+    output::init(common.color, common.quiet, common.verbose);
+    match command(&|name| std::env::var_os(name)) {
         Ok(code) => code,
         Err(error) => {
             output::error_chain(&error);

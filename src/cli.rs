@@ -15,7 +15,15 @@ use crate::output::Color;
 pub enum ServeSafeCli {
     /// Run the package's server on a free port, refusing to start a second copy.
     #[command(name = "serve-safe", version)]
-    ServeSafe(RunArgs),
+    ServeSafe(ServeSafeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeSafeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `cargo portguard`.
@@ -34,18 +42,69 @@ pub enum PortguardCli {
 
 #[derive(Debug, Args)]
 pub struct PortguardArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(subcommand)]
     pub command: PortguardCommand,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PortguardCommand {
-    /// Run the server (the same as `cargo serve-safe`).
+    /// Run the server (the same as `cargo serve-safe`)
     Run(RunArgs),
+    /// Show whether each instance runs, where, and how healthy it is (exit 3: not running)
+    Status(StatusArgs),
+    /// Stop a running instance gracefully: SIGTERM to its process group, then SIGKILL
+    Stop(StopArgs),
+    /// Stop the server and start it again under the same supervisor (and socket)
+    Restart(InstanceArg),
+    /// Show the log of a detached server
+    Logs(LogsArgs),
+}
+
+/// `--instance NAME`, for commands that act on one instance.
+#[derive(Debug, Clone, Args)]
+pub struct InstanceArg {
+    /// The instance (default: the only one with state here)
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this instance (default: every instance of the workspace)
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// The instance to stop (default: the only one running here)
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub instance: Option<String>,
+    /// Stop every running instance of the workspace
+    #[arg(long)]
+    pub all: bool,
+    /// Seconds to wait for a graceful stop before SIGKILL (default: the instance's
+    /// `shutdown-timeout-ms`)
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub instance: InstanceArg,
+    /// Keep printing what the server writes, until it stops
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 /// Options every command takes, spelled as cargo spells them.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", global = true)]
@@ -65,14 +124,14 @@ pub struct CommonArgs {
 }
 
 /// `cargo serve-safe` and `cargo portguard run`.
-#[derive(Debug, Clone, Args)]
+// The flags mirror cargo's own (`--release`, `--all-features`, ...): an enum would not.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Clone, Default, Args)]
 #[command(
     after_help = "Configuration: [package.metadata.portguard] in Cargo.toml, `.env`, and \
 the PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT and PORTGUARD_* variables."
 )]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
     /// Name of the bin target to run
     #[arg(
         long,
@@ -111,15 +170,36 @@ pub struct RunArgs {
     /// Port to try first (overrides `preferred-port` and PORT)
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
-    /// Apply the `[package.metadata.portguard.env.NAME]` table [env: `PORTGUARD_ENV`]
-    #[arg(long = "env", value_name = "NAME")]
+    #[arg(
+        long = "env",
+        value_name = "NAME",
+        help = "Apply the env.NAME table of [package.metadata.portguard] (or set PORTGUARD_ENV)"
+    )]
     pub env: Option<String>,
     /// Run another copy beside the default instance, under this name
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
+    /// Stop a running copy of the instance first (gracefully, then by force)
+    #[arg(long)]
+    pub force: bool,
+    /// Run in the background: print the port once the server is ready, log to
+    /// .portguard/INSTANCE.log
+    #[arg(long)]
+    pub detach: bool,
+    /// With --detach, print one JSON object (a status entry) instead of the port
+    #[arg(long, requires = "detach")]
+    pub json: bool,
     /// Arguments for the server itself
     #[arg(last = true, value_name = "SERVER_ARGS")]
     pub server_args: Vec<OsString>,
+}
+
+/// Seconds as a user writes them: `10`, `0.5`.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds (such as 10 or 0.5)"))
 }
 
 /// cargo's help colours, so the plugin's help reads like cargo's.

@@ -6,13 +6,17 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod detach;
 pub mod exit_codes;
 pub mod health;
 pub mod lock;
+pub mod logs;
 pub mod os;
 pub mod output;
 pub mod port;
 pub mod project;
 pub mod serve;
 pub mod signals;
+pub mod status;
+pub mod stop;
 pub mod supervise;

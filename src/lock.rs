@@ -35,6 +35,39 @@ impl StateDir {
         &self.path
     }
 
+    /// The state folder for commands that must answer in milliseconds: no `cargo metadata`,
+    /// just the nearest `.portguard/` folder at or above `start`.
+    #[must_use]
+    pub fn find(start: &Path, override_dir: Option<PathBuf>) -> Option<Self> {
+        if let Some(path) = override_dir {
+            return Some(StateDir { path });
+        }
+        start
+            .ancestors()
+            .map(|dir| dir.join(".portguard"))
+            .find(|path| fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()))
+            .map(|path| StateDir { path })
+    }
+
+    /// Every instance that has a file here, sorted by name.
+    #[must_use]
+    pub fn instances(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|file| {
+                let (name, extension) = file.rsplit_once('.')?;
+                let ours = matches!(extension, "lock" | "pid" | "json");
+                (ours && validate_instance(name).is_ok()).then(|| name.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Creates the folder if needed and refuses one that is not a directory of this user's.
     ///
     /// # Errors
@@ -84,6 +117,29 @@ impl StateDir {
             dir: self.path.clone(),
         }
     }
+}
+
+/// The per-user folder shared by every project (the contract's home of port reservations and
+/// notify sockets): `$XDG_RUNTIME_DIR/portguard`, else a private folder in the temp dir named
+/// with the user id.
+///
+/// # Errors
+/// When it cannot be created or belongs to another user.
+pub fn user_dir(xdg_runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let path = match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
+        Some(dir) => dir.join("portguard"),
+        None => std::env::temp_dir().join(format!("portguard-{uid}")),
+    };
+    let dir = StateDir { path };
+    dir.create()?;
+    // Others must not plant sockets or reservations here.
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("could not make `{}` private", dir.path().display()))?;
+    Ok(dir.path)
 }
 
 /// Instance names become file names: keep them to a safe alphabet.
@@ -145,6 +201,17 @@ pub struct Record {
     pub pid_start_time: Option<String>,
     /// The same for the supervisor.
     pub supervisor_start_time: Option<String>,
+    /// Whether the current server has answered since it was (re)started.
+    #[serde(default)]
+    pub ready: bool,
+    /// What `status` probes for health.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    #[serde(default)]
+    pub check_timeout_ms: u64,
+    /// The supervisor's grace period, which `stop` waits for before it takes over.
+    #[serde(default)]
+    pub shutdown_timeout_ms: u64,
 }
 
 /// What an earlier run left behind although its supervisor is gone.
@@ -233,6 +300,28 @@ pub fn is_held(files: &InstanceFiles) -> Result<bool> {
     })
 }
 
+/// Waits until no supervisor holds the lock, at most `timeout`; true when released.
+///
+/// A blocking shared lock wakes the moment the supervisor's exclusive lock goes, so a stop is
+/// noticed at once rather than at the next tick of a polling loop.
+#[must_use]
+pub fn wait_released(files: &InstanceFiles, timeout: Duration) -> bool {
+    let Ok(file) = open_nofollow(&files.lock, false) else {
+        return true;
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("portguard-lock-wait".to_owned())
+        .spawn(move || {
+            let _ = sender.send(fs4::FileExt::lock_shared(&file).is_ok());
+        });
+    if spawned.is_err() {
+        return !is_held(files).unwrap_or(true);
+    }
+    // The waiting thread dies with the process when the timeout wins.
+    receiver.recv_timeout(timeout).unwrap_or(false)
+}
+
 fn is_not_found(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<std::io::Error>()
@@ -314,6 +403,21 @@ fn write_atomically(dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
     temp.persist(path)
         .with_context(|| format!("could not write `{}`", path.display()))?;
     Ok(())
+}
+
+/// Starts `<instance>.log` afresh for a detached run; only the lock holder may.
+///
+/// # Errors
+/// When the log cannot be created.
+pub fn create_log(files: &InstanceFiles) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&files.log)
+        .with_context(|| format!("could not create the log `{}`", files.log.display()))
 }
 
 fn open_nofollow(path: &Path, create: bool) -> Result<File> {

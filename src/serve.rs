@@ -6,16 +6,16 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 
-use crate::cli::RunArgs;
+use crate::cli::{CommonArgs, RunArgs};
 use crate::config::{self, Config, Handoff};
 use crate::exit_codes::{self, Exit};
 use crate::health::{self, ReadyCheck};
-use crate::lock::{self, Acquired, InstanceLock, Record, Stale, StateDir};
-use crate::os::{self, Sig};
-use crate::output;
+use crate::lock::{self, Acquired, InstanceLock, Record, StateDir};
+use crate::os;
 use crate::port;
 use crate::project::{self, Project, Target};
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
+use crate::{detach, output, stop};
 
 /// Reads a variable of the process environment; injectable for tests.
 pub type Vars<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -37,12 +37,12 @@ impl Plan {
     ///
     /// # Errors
     /// Bad input of any kind, and a cargo that cannot read the project.
-    pub fn new(args: &RunArgs, vars: Vars<'_>) -> Result<Self> {
+    pub fn new(common: &CommonArgs, args: &RunArgs, vars: Vars<'_>) -> Result<Self> {
         let cargo = project::find_cargo(vars)?;
         let project = Project::locate(
             &cargo,
-            args.common.manifest_path.as_deref(),
-            args.common.package.as_deref(),
+            common.manifest_path.as_deref(),
+            common.package.as_deref(),
         )?;
         let dotenv = project.package_root().join(".env");
         let (config, warnings) = config::resolve(&config::Inputs {
@@ -82,30 +82,58 @@ impl Plan {
 ///
 /// # Errors
 /// Bad input (exit 2), another running instance (exit 1), and failures to start.
-pub fn serve(args: &RunArgs, vars: Vars<'_>) -> Result<i32> {
-    let Plan {
-        cargo,
-        project,
-        config,
-        target,
-        instance,
-        state,
-    } = Plan::new(args, vars)?;
+pub fn serve(common: &CommonArgs, run: &RunArgs, vars: Vars<'_>) -> Result<i32> {
+    let reporter = detach::Reporter::from_env(vars);
+    let result = Plan::new(common, run, vars).and_then(|plan| {
+        if run.detach && reporter.is_none() {
+            plan.state.create()?;
+            return detach::start(&plan.state.instance(&plan.instance), run.json);
+        }
+        serve_planned(&plan, common, run, vars, reporter.as_ref())
+    });
+    if let (Some(reporter), Err(error)) = (&reporter, &result) {
+        reporter.fail(
+            exit_codes::for_error(error),
+            &format!("error: {error:#}"),
+            None,
+        );
+    }
+    result
+}
+
+fn serve_planned(
+    plan: &Plan,
+    common: &CommonArgs,
+    run: &RunArgs,
+    vars: Vars<'_>,
+    reporter: Option<&detach::Reporter>,
+) -> Result<i32> {
+    let (config, instance, state) = (&plan.config, &plan.instance, &plan.state);
     state.create()?;
-    let files = state.instance(&instance);
+    let files = state.instance(instance);
+    if run.force && lock::is_held(&files)? {
+        output::status(
+            "Forcing",
+            format!("a fresh start of `{instance}`: stopping the running copy first"),
+        );
+        stop::stop_instance(&files, None)?;
+    }
     let lock = match lock::acquire(&files)? {
-        Acquired::Running(record) => return Err(already_running(&instance, record.as_ref()).into()),
-        Acquired::Ours(held, stale) => {
-            if let Some(stale) = stale {
-                clean_up_stale(&instance, &stale, &config);
+        Acquired::Running(holder) => return Err(already_running(instance, holder.as_ref()).into()),
+        Acquired::Ours(lock, left_behind) => {
+            if let Some(stale) = left_behind {
+                stop::end_orphan(instance, &stale);
             }
-            held
+            lock
         }
     };
     output::verbose(
         "Locked",
         format!("instance `{instance}` ({})", files.lock.display()),
     );
+    if let Some(reporter) = reporter {
+        reporter.redirect_to_log(&files)?;
+    }
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
     let selection = port::select(
@@ -121,87 +149,142 @@ pub fn serve(args: &RunArgs, vars: Vars<'_>) -> Result<i32> {
             config.max_attempts.value
         ),
     })?;
-    let launch = launch(
-        &cargo,
-        args,
-        &project,
-        &config,
-        &target,
-        &instance,
-        selection.port,
-        selection.listener,
-    );
+    let mut launch = launch(plan, common, run, selection.port, selection.listener);
+    let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
+    launch.notify_socket = Some(runtime.join(format!("notify-{}.sock", std::process::id())));
+    launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
     output::status(
         "Starting",
         format!(
             "`{}` on port {} ({} handoff, instance `{instance}`)",
             launch.display(),
             selection.port,
-            if socket_handoff { "socket" } else { "env" }
+            handoff_name(socket_handoff)
         ),
     );
     let mut supervisor = Supervisor::new(launch)?;
     let mut recorder = Recorder {
         lock: &lock,
-        record: Record {
-            instance: instance.clone(),
-            pid: 0,
-            supervisor_pid: std::process::id(),
-            port: selection.port,
-            host: config.host.value.to_string(),
-            url: url(&config, selection.port),
-            handoff: if socket_handoff { "socket" } else { "env" }.to_owned(),
-            started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            package: project.package.name.to_string(),
-            bin: target.name().to_owned(),
-            manifest_path: project.manifest_path().to_owned(),
-            portguard_version: env!("CARGO_PKG_VERSION").to_owned(),
-            pid_start_time: None,
-            supervisor_start_time: os::start_time(std::process::id()),
-        },
+        record: new_record(plan, selection.port),
         selection_note: skipped_note(&selection.skipped, selection.dynamic),
+        reporter,
     };
     let ending = supervisor.run(&mut recorder)?;
     let code = ending.exit_code();
-    if let Ending::Exited { status, ready } = ending {
-        let described = supervise::describe(status);
-        if ready {
-            output::warning(format!(
-                "server (pid {}) exited with {described}",
-                recorder.record.pid
-            ));
-        } else {
-            output::error(format!(
-                "`{}` exited with {described} before the server was ready",
-                supervisor.launch().display()
-            ));
-        }
+    let failure = describe_ending(&ending, recorder.record.pid, &supervisor.launch().display());
+    if let Some(message) = &failure {
+        output::error(message);
+    }
+    if let Some(reporter) = reporter {
+        // A no-op once readiness was reported.
+        let message = failure
+            .as_deref()
+            .unwrap_or("the server stopped before it was ready");
+        reporter.fail(code, &format!("error: {message}"), Some(&files));
     }
     drop(lock);
     Ok(code)
 }
 
-/// Writes the record once the pid is known, and says where the server runs once it answers.
+/// The error a run that never got ready ends with; a warning for a server that exited later.
+fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
+    match ending {
+        Ending::Exited {
+            status,
+            ready: true,
+        } => {
+            output::warning(format!(
+                "server (pid {pid}) exited with {}",
+                supervise::describe(*status)
+            ));
+            None
+        }
+        Ending::Exited {
+            status,
+            ready: false,
+        } => Some(format!(
+            "`{command}` exited with {} before the server was ready",
+            supervise::describe(*status)
+        )),
+        Ending::NotReady(limit) => Some(format!(
+            "the server was not ready within {}s (`ready-timeout-ms`); stopped it",
+            limit.as_secs()
+        )),
+        Ending::Stopped => None,
+    }
+}
+
+fn handoff_name(socket_handoff: bool) -> &'static str {
+    if socket_handoff { "socket" } else { "env" }
+}
+
+fn new_record(plan: &Plan, port: u16) -> Record {
+    let Plan {
+        project,
+        config,
+        target,
+        instance,
+        ..
+    } = plan;
+    let millis =
+        |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    Record {
+        instance: instance.to_owned(),
+        pid: 0,
+        supervisor_pid: std::process::id(),
+        port,
+        host: config.host.value.to_string(),
+        url: url(config, port),
+        handoff: handoff_name(config.handoff.value == Handoff::Socket).to_owned(),
+        started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        package: project.package.name.to_string(),
+        bin: target.name().to_owned(),
+        manifest_path: project.manifest_path().to_owned(),
+        portguard_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid_start_time: None,
+        supervisor_start_time: os::start_time(std::process::id()),
+        ready: false,
+        health_path: config.health_path.value.clone(),
+        check_timeout_ms: millis(config.check_timeout.value),
+        shutdown_timeout_ms: millis(config.shutdown_timeout.value),
+    }
+}
+
+/// Writes the record once the pid is known and again once the server answers, and says where
+/// the server runs.
 struct Recorder<'a> {
     lock: &'a InstanceLock,
     record: Record,
     selection_note: String,
+    reporter: Option<&'a detach::Reporter>,
+}
+
+impl Recorder<'_> {
+    fn write(&self) {
+        if let Err(error) = self.lock.write_record(&self.record) {
+            output::warning(format!("could not record the running instance: {error:#}"));
+        }
+    }
 }
 
 impl Observer for Recorder<'_> {
     fn spawned(&mut self, pid: u32) {
         self.record.pid = pid;
         self.record.pid_start_time = os::start_time(pid);
-        if let Err(error) = self.lock.write_record(&self.record) {
-            output::warning(format!("could not record the running instance: {error:#}"));
-        }
+        self.record.ready = false;
+        self.write();
     }
 
     fn ready(&mut self, _pid: u32) {
+        self.record.ready = true;
+        self.write();
         output::status(
             "Running",
             format!("on {}{}", self.record.url, self.selection_note),
         );
+        if let Some(reporter) = self.reporter {
+            reporter.ready();
+        }
     }
 }
 
@@ -218,17 +301,21 @@ fn url(config: &Config, port: u16) -> String {
     format!("http://{}", health::client_addr(config.host.value, port))
 }
 
-#[allow(clippy::too_many_arguments)] // each is one part of the server's command line; a struct would only rename them
 fn launch(
-    cargo: &std::path::Path,
+    plan: &Plan,
+    common: &CommonArgs,
     args: &RunArgs,
-    project: &Project,
-    config: &Config,
-    target: &Target,
-    instance: &str,
     port: u16,
     socket: Option<std::net::TcpListener>,
 ) -> Launch {
+    let Plan {
+        cargo,
+        project,
+        config,
+        target,
+        instance,
+        ..
+    } = plan;
     let mut cargo_args: Vec<OsString> = vec![
         "run".into(),
         "--manifest-path".into(),
@@ -250,10 +337,10 @@ fn launch(
     if args.no_default_features {
         cargo_args.push("--no-default-features".into());
     }
-    if args.common.quiet {
+    if common.quiet {
         cargo_args.push("--quiet".into());
     }
-    if let Some(color) = args.common.color {
+    if let Some(color) = common.color {
         cargo_args.extend(["--color".into(), format!("{color:?}").to_lowercase().into()]);
     }
     if !args.server_args.is_empty() {
@@ -288,6 +375,8 @@ fn launch(
             owner_group: None,
         },
         shutdown_timeout: config.shutdown_timeout.value,
+        notify_socket: None,
+        ready_timeout: None,
     }
 }
 
@@ -303,40 +392,5 @@ fn already_running(instance: &str, record: Option<&Record>) -> Exit {
     Exit {
         code: exit_codes::FAILURE,
         message,
-    }
-}
-
-/// A supervisor that died without cleaning up (SIGKILL, power loss) left files behind. They are
-/// replaced, never trusted; a server that outlived it is ended only when its recorded start
-/// time proves it is the one portguard started.
-fn clean_up_stale(instance: &str, stale: &Stale, config: &Config) {
-    let Some(record) = &stale.record else {
-        output::warning(format!(
-            "removed unreadable state of instance `{instance}` left by an earlier run"
-        ));
-        return;
-    };
-    output::warning(format!(
-        "instance `{instance}` was not shut down cleanly (supervisor pid {} is gone); removed its stale state (pid {}, port {})",
-        record.supervisor_pid, record.pid, record.port
-    ));
-    // Our servers lead their own process group; pid 1 and this process never qualify, whatever
-    // a damaged record says.
-    let same_process = record.pid > 1
-        && record.pid != std::process::id()
-        && os::process_group(record.pid) == Some(record.pid)
-        && record.pid_start_time.is_some()
-        && os::start_time(record.pid) == record.pid_start_time;
-    if same_process && os::is_alive(record.pid) {
-        output::warning(format!(
-            "its server (pid {}) outlived it; stopping it",
-            record.pid
-        ));
-        let _ = os::signal_group(record.pid, Sig::TERM);
-        let deadline = std::time::Instant::now() + config.shutdown_timeout.value;
-        while os::is_alive(record.pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let _ = os::signal_group(record.pid, Sig::KILL);
     }
 }

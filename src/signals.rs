@@ -1,11 +1,14 @@
 //! The signals a supervisor answers, delivered as ordinary values on a thread of their own.
 
 use anyhow::{Context as _, Result};
-use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 /// Ctrl-C, `kill` and a closed terminal all mean "stop the server gracefully".
 pub const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// Stop the server and start it again, as nodemon and the seed's scripts do.
+pub const RESTART: i32 = SIGUSR2;
 
 /// Calls `deliver` with each of `signals` as it arrives, from a background thread.
 ///

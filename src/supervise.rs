@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use anyhow::{Context as _, Result};
 use crate::health::{self, ReadyCheck};
 use crate::os::{self, Sig};
 use crate::{exit_codes, output, signals};
+
+mod notify;
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
 /// sleeps until something happens.
@@ -42,6 +44,10 @@ pub struct Launch {
     pub ready: ReadyCheck,
     /// The wait after SIGTERM before SIGKILL.
     pub shutdown_timeout: Duration,
+    /// Where the server may send `READY=1` (`NOTIFY_SOCKET`, the systemd protocol).
+    pub notify_socket: Option<PathBuf>,
+    /// Give up on a server that is not ready by then (detached runs, where nobody watches).
+    pub ready_timeout: Option<Duration>,
 }
 
 impl Launch {
@@ -64,6 +70,8 @@ pub enum Ending {
     Exited { status: ExitStatus, ready: bool },
     /// It was stopped on request.
     Stopped,
+    /// It did not become ready within the ready timeout and was stopped.
+    NotReady(Duration),
 }
 
 impl Ending {
@@ -72,6 +80,7 @@ impl Ending {
     pub fn exit_code(&self) -> i32 {
         match self {
             Ending::Stopped => exit_codes::OK,
+            Ending::NotReady(_) => exit_codes::FAILURE,
             Ending::Exited { status, .. } => status_code(*status),
         }
     }
@@ -106,9 +115,10 @@ pub struct Supervisor {
     launch: Launch,
     events: Receiver<Event>,
     sender: Sender<Event>,
+    /// Counts the servers started, so that late news of an old one is recognised.
     generation: u32,
-    /// The running server's pid, which is also its process group.
-    pid: Option<u32>,
+    /// The generation the notify socket reports for.
+    current: Arc<AtomicU32>,
     cancel_probe: Arc<AtomicBool>,
 }
 
@@ -128,15 +138,21 @@ impl Supervisor {
     pub fn new(launch: Launch) -> Result<Self> {
         let (sender, events) = std::sync::mpsc::channel();
         let signal_sender = sender.clone();
-        signals::listen(&signals::STOP, move |signal| {
+        let mut handled = signals::STOP.to_vec();
+        handled.push(signals::RESTART);
+        signals::listen(&handled, move |signal| {
             let _ = signal_sender.send(Event::Signal(signal));
         })?;
+        let current = Arc::new(AtomicU32::new(0));
+        if let Some(path) = &launch.notify_socket {
+            notify::listen(path, sender.clone(), Arc::clone(&current))?;
+        }
         Ok(Supervisor {
             launch,
             events,
             sender,
             generation: 0,
-            pid: None,
+            current,
             cancel_probe: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -146,27 +162,58 @@ impl Supervisor {
     /// # Errors
     /// When `cargo` cannot be started.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Ending> {
-        let pid = self.spawn()?;
+        let mut pid = self.spawn()?;
         observer.spawned(pid);
         let mut ready = false;
+        let mut ready_deadline = self
+            .launch
+            .ready_timeout
+            .map(|limit| (Instant::now() + limit, limit));
         loop {
-            let event = self
-                .events
-                .recv()
-                .context("the supervisor's event channel closed")?;
+            let event = match ready_deadline {
+                Some((deadline, limit)) if !ready => {
+                    match self
+                        .events
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.stop(pid)?;
+                            return Ok(Ending::NotReady(limit));
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            anyhow::bail!("the supervisor's event channel closed")
+                        }
+                    }
+                }
+                _ => self
+                    .events
+                    .recv()
+                    .context("the supervisor's event channel closed")?,
+            };
             match event {
                 Event::Ready(generation) if generation == self.generation && !ready => {
                     ready = true;
                     observer.ready(pid);
                 }
                 Event::Exited(generation, status) if generation == self.generation => {
-                    self.pid = None;
                     self.cancel_probe.store(true, Ordering::Relaxed);
                     reap_group(pid, Duration::ZERO);
                     return Ok(Ending::Exited { status, ready });
                 }
                 // Late news of an earlier generation.
                 Event::Ready(_) | Event::Exited(..) => {}
+                Event::Signal(signals::RESTART) => {
+                    output::status("Restarting", format!("server (pid {pid})"));
+                    self.stop(pid)?;
+                    pid = self.spawn()?;
+                    observer.spawned(pid);
+                    ready = false;
+                    ready_deadline = self
+                        .launch
+                        .ready_timeout
+                        .map(|limit| (Instant::now() + limit, limit));
+                }
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));
                     self.stop(pid)?;
@@ -183,6 +230,7 @@ impl Supervisor {
 
     fn spawn(&mut self) -> Result<u32> {
         self.generation += 1;
+        self.current.store(self.generation, Ordering::Relaxed);
         let mut command = match &self.launch.socket {
             // `LISTEN_PID` must be the server's own pid, known only in the child. A shell sets
             // it and execs cargo, which execs the server: all three share that pid.
@@ -216,6 +264,12 @@ impl Supervisor {
                 command.env_remove(key);
             }
         }
+        // portguard's own plumbing stays out of the server's environment.
+        command.env_remove(crate::detach::REPORT_FD_VAR);
+        match &self.launch.notify_socket {
+            Some(path) => command.env("NOTIFY_SOCKET", path),
+            None => command.env_remove("NOTIFY_SOCKET"),
+        };
         os::prepare_child(
             &mut command,
             self.launch.socket.as_ref().map(AsRawFd::as_raw_fd),
@@ -224,7 +278,6 @@ impl Supervisor {
             .spawn()
             .with_context(|| format!("could not start `{}`", self.launch.display()))?;
         let pid = child.id();
-        self.pid = Some(pid);
 
         let sender = self.sender.clone();
         let generation = self.generation;
@@ -295,7 +348,6 @@ impl Supervisor {
                 }
             }
         }
-        self.pid = None;
         reap_group(pid, deadline.saturating_duration_since(Instant::now()));
         output::status(
             "Stopped",
@@ -330,5 +382,13 @@ fn reap_group(leader: u32, grace: Duration) {
     }
     if os::group_exists(leader) {
         let _ = os::signal_group(leader, Sig::KILL);
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Some(path) = &self.launch.notify_socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

@@ -20,7 +20,9 @@ fn command(bin: impl AsRef<Path>, args: &[&str]) -> Command {
         .stdin(Stdio::null())
         .env("NO_COLOR", "1")
         .env_remove("CLICOLOR_FORCE")
-        .env_remove("CARGO_TERM_COLOR");
+        .env_remove("CARGO_TERM_COLOR")
+        // Help is wrapped to the terminal; the golden files assume none.
+        .env_remove("COLUMNS");
     command
 }
 

@@ -159,3 +159,36 @@ pub fn process_group(target: u32) -> Option<u32> {
     let group = rustix::process::getpgid(Some(pid(target).ok()?)).ok()?;
     u32::try_from(group.as_raw_nonzero().get()).ok()
 }
+
+/// Makes `command` a daemon: a session of its own (no terminal to hang up on it), with
+/// `keep` still open across exec for it to report through.
+pub fn detach_child(command: &mut Command, keep: RawFd) {
+    // SAFETY: setsid and fcntl are async-signal-safe; nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(keep, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(keep, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Points this process's stdout and stderr at `file`, for a detached supervisor and the
+/// server it starts.
+pub fn redirect_output(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: dup2 onto the standard descriptors, which this process owns.
+    unsafe {
+        for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            if libc::dup2(file.as_raw_fd(), target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
