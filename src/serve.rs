@@ -85,20 +85,36 @@ impl Plan {
 pub fn serve(common: &CommonArgs, run: &RunArgs, vars: Vars<'_>) -> Result<i32> {
     let reporter = detach::Reporter::from_env(vars);
     let result = Plan::new(common, run, vars).and_then(|plan| {
+        plan.state.create()?;
+        let files = plan.state.instance(&plan.instance);
+        // In the foreground, where its lines are seen; the detached copy finds nothing to stop.
+        if run.force && reporter.is_none() {
+            force_stop(&files)?;
+        }
         if run.detach && reporter.is_none() {
-            plan.state.create()?;
-            return detach::start(&plan.state.instance(&plan.instance), run.json);
+            return detach::start(&files, run.json);
         }
         serve_planned(&plan, common, run, vars, reporter.as_ref())
     });
     if let (Some(reporter), Err(error)) = (&reporter, &result) {
-        reporter.fail(
-            exit_codes::for_error(error),
-            &format!("error: {error:#}"),
-            None,
-        );
+        reporter.fail(exit_codes::for_error(error), &format!("{error:#}"), None);
     }
     result
+}
+
+/// `--force`: the running copy goes first, the way `cargo portguard stop` ends it.
+fn force_stop(files: &lock::InstanceFiles) -> Result<()> {
+    if lock::is_held(files)? {
+        output::status(
+            "Forcing",
+            format!(
+                "a fresh start of `{}`: stopping the running copy first",
+                files.name
+            ),
+        );
+        stop::stop_instance(files, None)?;
+    }
+    Ok(())
 }
 
 fn serve_planned(
@@ -109,31 +125,22 @@ fn serve_planned(
     reporter: Option<&detach::Reporter>,
 ) -> Result<i32> {
     let (config, instance, state) = (&plan.config, &plan.instance, &plan.state);
-    state.create()?;
     let files = state.instance(instance);
-    if run.force && lock::is_held(&files)? {
-        output::status(
-            "Forcing",
-            format!("a fresh start of `{instance}`: stopping the running copy first"),
-        );
-        stop::stop_instance(&files, None)?;
-    }
-    let lock = match lock::acquire(&files)? {
+    let (lock, left_behind) = match lock::acquire(&files)? {
         Acquired::Running(holder) => return Err(already_running(instance, holder.as_ref()).into()),
-        Acquired::Ours(lock, left_behind) => {
-            if let Some(stale) = left_behind {
-                stop::end_orphan(instance, &stale);
-            }
-            lock
-        }
+        Acquired::Ours(lock, left_behind) => (lock, left_behind),
     };
+    // The log is this run's from here on: what it says about the last run belongs in it.
+    if let Some(reporter) = reporter {
+        reporter.redirect_to_log(&files)?;
+    }
+    if let Some(stale) = left_behind {
+        stop::end_orphan(instance, &stale);
+    }
     output::verbose(
         "Locked",
         format!("instance `{instance}` ({})", files.lock.display()),
     );
-    if let Some(reporter) = reporter {
-        reporter.redirect_to_log(&files)?;
-    }
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
     let selection = port::select(
@@ -180,7 +187,7 @@ fn serve_planned(
         let message = failure
             .as_deref()
             .unwrap_or("the server stopped before it was ready");
-        reporter.fail(code, &format!("error: {message}"), Some(&files));
+        reporter.fail(code, message, Some(&files));
     }
     drop(lock);
     Ok(code)
