@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 
 use crate::exit_codes::{self, Exit};
 use crate::lock::InstanceFiles;
-use crate::{os, output, status};
+use crate::{os, output, signals, status};
 
 /// The variable that tells a re-executed supervisor which descriptor to report through.
 pub const REPORT_FD_VAR: &str = "PORTGUARD_DETACH_REPORT_FD";
@@ -47,14 +47,22 @@ pub fn start(files: &InstanceFiles, json: bool) -> Result<i32> {
         .with_context(|| format!("could not start `{}` in the background", exe.display()))?;
     // Only the child may keep the pipe open, so that its death reads as end of file here.
     drop(writer);
-    let mut lines = BufReader::new(reader).lines();
-    let verdict = lines
-        .next()
-        .transpose()
-        .context("could not read the background supervisor's report")?;
+    let (verdict, mut lines) = match wait_for_report(reader)? {
+        Report::Lines(first, rest) => (first, rest),
+        Report::Interrupted(signal) => {
+            // Whoever pressed Ctrl-C while waiting does not want a server left behind.
+            output::status(
+                "Cancelling",
+                format!("the background start (supervisor pid {})", child.id()),
+            );
+            let _ = os::signal_process(child.id(), os::Sig::TERM);
+            let _ = child.wait();
+            return Ok(exit_codes::SIGNAL_BASE + signal);
+        }
+    };
     match verdict.as_deref() {
         Some("ready") => {
-            let entry = status::entry(files, false)?;
+            let entry = status::entry(files, true)?;
             let mut stdout = std::io::stdout().lock();
             if json {
                 let text =
@@ -79,7 +87,7 @@ pub fn start(files: &InstanceFiles, json: bool) -> Result<i32> {
                 .trim()
                 .parse()
                 .unwrap_or(exit_codes::FAILURE);
-            let message: Vec<String> = lines.map_while(Result::ok).collect();
+            let message: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
             let _ = child.wait();
             Err(Exit {
                 code,
@@ -99,6 +107,41 @@ pub fn start(files: &InstanceFiles, json: bool) -> Result<i32> {
             .into())
         }
     }
+}
+
+/// What the foreground learns while it waits: the report, or a signal that cancels the start.
+enum Report {
+    Lines(
+        Option<String>,
+        std::io::Lines<BufReader<std::io::PipeReader>>,
+    ),
+    Interrupted(i32),
+}
+
+/// Reads the first line of the report on a thread of its own, so that Ctrl-C while waiting
+/// is noticed at once.
+fn wait_for_report(reader: std::io::PipeReader) -> Result<Report> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let signal_sender = sender.clone();
+    let handle = signals::listen(&signals::STOP, move |signal| {
+        let _ = signal_sender.send(Err(signal));
+    })?;
+    std::thread::Builder::new()
+        .name("portguard-report".to_owned())
+        .spawn(move || {
+            let mut lines = BufReader::new(reader).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = sender.send(Ok((first, lines)));
+        })
+        .context("could not start the report thread")?;
+    let report = receiver
+        .recv()
+        .context("the report thread ended without a word")?;
+    handle.close();
+    Ok(match report {
+        Ok((first, rest)) => Report::Lines(first, rest),
+        Err(signal) => Report::Interrupted(signal),
+    })
 }
 
 /// The same command line without `--detach` and `--json`, which only the foreground uses.
