@@ -158,6 +158,7 @@ fn serve_planned(
     })?;
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
     let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
+    sweep_notify_sockets(&runtime);
     launch.notify_socket = Some(runtime.join(format!("notify-{}.sock", std::process::id())));
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
     output::status(
@@ -218,6 +219,26 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             limit.as_secs()
         )),
         Ending::Stopped => None,
+    }
+}
+
+/// A supervisor killed with SIGKILL leaves its notify socket behind; the next one removes the
+/// sockets of supervisors that no longer run.
+fn sweep_notify_sockets(runtime: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(runtime) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|name| {
+            name.strip_prefix("notify-")?
+                .strip_suffix(".sock")?
+                .parse::<u32>()
+                .ok()
+        });
+        if pid.is_some_and(|pid| !os::is_alive(pid)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -103,6 +103,10 @@ pub fn stop_instance(files: &InstanceFiles, timeout: Option<Duration>) -> Result
             }
             .into());
         }
+        // A killed supervisor cleans nothing up: its files go now, not as "stale" later.
+        if let lock::Acquired::Ours(lock, _) = lock::acquire(files)? {
+            lock.clear();
+        }
     }
     let port_note = wait_port_free(&record);
     output::status(
