@@ -355,7 +355,24 @@ impl Drop for TestProject {
     fn drop(&mut self) {
         // A --detach run, or a server that outlived its supervisor, would
         // otherwise keep running (and hold the temp dir) after the test.
+        // Recorded supervisors go first, found by the pid and start time in
+        // their `.json` (on every platform), so that none restarts a server
+        // while the rest are killed.
+        kill_recorded_processes(&self.state_dir());
         kill_processes_inside(self.dir.path());
+        // Nothing a test started may outlive it. A process can appear after
+        // the table was read (a build step, a restarted server): kill again
+        // until none is left.
+        let mut left = Vec::new();
+        let gone = wait_until(Duration::from_secs(10), || {
+            kill_processes_inside(self.dir.path());
+            left = processes_inside(self.dir.path());
+            left.is_empty()
+        });
+        assert!(
+            gone || thread::panicking(),
+            "processes of this test survived its cleanup: {left:?}"
+        );
     }
 }
 
@@ -896,4 +913,311 @@ fn start_time(pid: u32) -> Option<u64> {
 #[cfg(not(target_os = "linux"))]
 fn belongs_to(_pid: u32, _dir: &Path) -> bool {
     false
+}
+
+// ---------------------------------------------------------------------------
+// Operating commands (`status`, `stop`, `logs -f`, ...), detached instances,
+// and what a test leaves behind.
+
+/// Bound on a portguard command expected to finish (`status`, `stop`, a
+/// detached start, which may have to build).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl TestProject {
+    /// `cargo-portguard ARGS`, run to its end (within `COMMAND_TIMEOUT`).
+    pub fn run_portguard(&self, args: &[&str]) -> Finished {
+        run_within(self.portguard(args), COMMAND_TIMEOUT)
+    }
+
+    /// `cargo-serve-safe serve-safe ARGS`, run to its end (within
+    /// `COMMAND_TIMEOUT`): for `--detach`, which returns once the server is
+    /// ready.
+    pub fn run_serve_safe(&self, args: &[&str]) -> Finished {
+        run_within(self.serve_safe(args), COMMAND_TIMEOUT)
+    }
+
+    pub fn log_file(&self, instance: &str) -> PathBuf {
+        self.state_dir().join(format!("{instance}.log"))
+    }
+
+    pub fn lock_file(&self, instance: &str) -> PathBuf {
+        self.state_dir().join(format!("{instance}.lock"))
+    }
+
+    /// The processes still running for this test (pid and command name):
+    /// those working inside its temp dir or carrying its tag, as cleanup
+    /// finds them. Always empty where that cannot be told (not Linux).
+    pub fn processes_left(&self) -> Vec<String> {
+        processes_inside(self.dir.path())
+    }
+
+    /// Waits up to `timeout` until no process of this test is left; Err(the
+    /// ones left) otherwise.
+    pub fn wait_until_no_process_left(&self, timeout: Duration) -> Result<(), Vec<String>> {
+        let mut left = Vec::new();
+        if wait_until(timeout, || {
+            left = self.processes_left();
+            left.is_empty()
+        }) {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    }
+}
+
+/// Starts `command` (from `command`, `portguard` or `serve_safe`) in the
+/// background, in a process group of its own, collecting its output.
+pub fn start_background(mut command: Command) -> Background {
+    use std::os::unix::process::CommandExt;
+
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let program = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {program}: {err}"));
+    let stdout = Captured::capture(child.stdout.take().expect("piped stdout"));
+    let stderr = Captured::capture(child.stderr.take().expect("piped stderr"));
+    Background {
+        child,
+        status: None,
+        stdout,
+        stderr,
+        program,
+    }
+}
+
+/// Runs `command` to its end; panics with its output if it takes longer
+/// than `timeout` (it is killed then).
+pub fn run_within(command: Command, timeout: Duration) -> Finished {
+    let mut background = start_background(command);
+    let Some(status) = background.wait_exit(timeout) else {
+        panic!(
+            "{} did not finish within {timeout:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            background.program,
+            background.stderr(),
+            background.stdout()
+        );
+    };
+    Finished {
+        status,
+        stdout: background.stdout(),
+        stderr: background.stderr(),
+    }
+}
+
+/// How a command run by `run_within` ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The whole output, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.status, self.stderr, self.stdout
+        )
+    }
+}
+
+/// A command started by `start_background`. Dropping it kills the command
+/// and what it started, if still running; unlike `Running` it leaves the
+/// instances' servers alone (they have guards of their own).
+pub struct Background {
+    child: Child,
+    status: Option<ExitStatus>,
+    stdout: Captured,
+    stderr: Captured,
+    program: String,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// As `Running::wait_for_stdout`.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.stdout.wait_for(needle, timeout)
+    }
+
+    /// The exit status, if it exits within `timeout`; once it has, also
+    /// waits briefly for its output to arrive in full.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_none() {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                thread::sleep(POLL);
+            }
+        }
+        wait_until(Duration::from_millis(500), || {
+            self.stdout.is_closed() && self.stderr.is_closed()
+        });
+        self.status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.wait_exit(Duration::ZERO).is_none()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let descendants = descendants_of(self.pid());
+            let _ = kill_process(pid_of(self.pid()), Signal::KILL);
+            let _ = self.child.wait();
+            for process in descendants {
+                process.kill_if_same();
+            }
+            if thread::panicking() {
+                eprintln!(
+                    "--- {} stderr ---\n{}\n--- stdout ---\n{}",
+                    self.program,
+                    self.stderr(),
+                    self.stdout()
+                );
+            }
+        }
+    }
+}
+
+/// Why `http_get_within` got no answer: the kind tells a refused connection
+/// (`ConnectionRefused`) from one cut off (`ConnectionReset`, or
+/// `UnexpectedEof` for an incomplete response) and a timeout.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    pub kind: std::io::ErrorKind,
+    pub message: String,
+}
+
+/// As `http_get`, with `timeout` on the connect and on each read and write,
+/// and an error that says what went wrong.
+pub fn http_get_within(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let fail = |what: &str, err: std::io::Error| HttpError {
+        kind: err.kind(),
+        message: format!("{what} {addr}: {err}"),
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|err| fail("connect", err))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|err| fail("set timeouts on", err))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|err| fail("send request to", err))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|err| fail("read response from", err))?;
+    let response = String::from_utf8_lossy(&response);
+    let incomplete = || HttpError {
+        kind: std::io::ErrorKind::UnexpectedEof,
+        message: format!("incomplete response from {addr}: {response:?}"),
+    };
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(incomplete)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(incomplete)?;
+    Ok((status, body.to_string()))
+}
+
+/// SIGKILLs the supervisors and servers recorded in the `.json` files of
+/// `state_dir` that are still the processes recorded there (same pid, same
+/// start time, as portguard itself proves it).
+fn kill_recorded_processes(state_dir: &Path) {
+    let Ok(entries) = fs::read_dir(state_dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        if entry.path().extension() != Some(OsStr::new("json")) {
+            continue;
+        }
+        let Some(record) = fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        else {
+            continue;
+        };
+        for (pid_key, start_key) in [
+            ("supervisor_pid", "supervisor_start_time"),
+            ("pid", "pid_start_time"),
+        ] {
+            let pid = record[pid_key]
+                .as_u64()
+                .and_then(|pid| u32::try_from(pid).ok());
+            let recorded = record[start_key].as_str();
+            if let (Some(pid), Some(recorded)) = (pid, recorded)
+                && pid > 1
+                && pid != me
+                && recorded_start_time(pid).as_deref() == Some(recorded)
+            {
+                let _ = kill_process(pid_of(pid), Signal::KILL);
+            }
+        }
+    }
+}
+
+/// A process's start time as portguard records it (`pid_start_time`).
+#[cfg(target_os = "linux")]
+fn recorded_start_time(pid: u32) -> Option<String> {
+    start_time(pid).map(|ticks| ticks.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn recorded_start_time(pid: u32) -> Option<String> {
+    ps_field(pid, "lstart=")
+}
+
+/// Live processes that `belongs_to` the test that made `dir`, as "pid
+/// (command name)".
+fn processes_inside(dir: &Path) -> Vec<String> {
+    let me = std::process::id();
+    process_table()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| pid != me && belongs_to(pid, dir) && process_alive(pid))
+        .map(|pid| {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", name.trim())
+        })
+        .collect()
 }

@@ -1,0 +1,348 @@
+//! `cargo portguard status`: what a user or a script learns about an instance, running,
+//! stopped or left behind by a supervisor that died, from the state folder alone.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Exit code of `status` when nothing is running (as LSB init scripts say it).
+const NOT_RUNNING: i32 = 3;
+
+/// The keys of a running instance's entry, as the contract lists them.
+const RUNNING_KEYS: [&str; 11] = [
+    "instance",
+    "state",
+    "pid",
+    "supervisor_pid",
+    "port",
+    "host",
+    "url",
+    "handoff",
+    "started_at",
+    "uptime_secs",
+    "health",
+];
+
+/// Starts the fixture under `cargo serve-safe` and waits until it answers.
+fn start(project: &TestProject, args: &[&str]) -> (Running, Ready) {
+    let server = project.serve(args);
+    let ready = ready(project, &server);
+    (server, ready)
+}
+
+/// `status ARGS --json`: the exit code and the parsed object.
+fn status_json(project: &TestProject, args: &[&str]) -> (Option<i32>, Value, Finished) {
+    let mut all = vec!["status", "--json"];
+    all.extend_from_slice(args);
+    let finished = project.run_portguard(&all);
+    let json = serde_json::from_str(&finished.stdout).unwrap_or_else(|err| {
+        panic!(
+            "status --json printed no JSON object ({err}):\n{}",
+            finished.describe()
+        )
+    });
+    (finished.code(), json, finished)
+}
+
+/// The entries of a `status --json` answer.
+fn instances(json: &Value) -> &Vec<Value> {
+    json["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `instances` array in {json}"))
+}
+
+fn keys(entry: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .unwrap_or_else(|| panic!("an entry is an object: {entry}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys
+}
+
+/// Whether `text` holds `word` delimited by characters that cannot be part of a number or
+/// name, so that pid 12 is not found in port 5123.
+fn has_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .any(|token| token == word)
+}
+
+#[test]
+fn status_of_a_running_instance_shows_it_in_text_and_json() {
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("handoff = \"socket\"");
+    let (server, ready) = start(&project, &[]);
+    assert_eq!(ready.port, port);
+    let record = project.read_json(FIXTURE_INSTANCE).expect("a .json");
+    let pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+    let url = format!("http://127.0.0.1:{port}");
+
+    let text = project.run_portguard(&["status"]);
+    assert_eq!(text.code(), Some(0), "{}", text.describe());
+    let out = &text.stdout;
+    assert!(out.contains(FIXTURE_INSTANCE), "instance name: {out}");
+    assert!(out.contains("RUNNING"), "state: {out}");
+    assert!(has_word(out, &pid.to_string()), "server pid {pid}: {out}");
+    assert!(has_word(out, &port.to_string()), "port {port}: {out}");
+    assert!(out.contains(&url), "url {url}: {out}");
+    assert!(has_word(out, "socket"), "handoff: {out}");
+    assert!(
+        has_word(out, "unknown"),
+        "health without a health-path: {out}"
+    );
+
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(0), "{}", finished.describe());
+    let entries = instances(&json);
+    assert_eq!(entries.len(), 1, "one instance: {json}");
+    let entry = &entries[0];
+    assert_eq!(keys(entry), sorted(&RUNNING_KEYS), "{entry}");
+    assert_eq!(entry["instance"], FIXTURE_INSTANCE);
+    assert_eq!(entry["state"], "running");
+    assert_eq!(entry["pid"], pid, "{entry}");
+    assert_eq!(
+        entry["pid"], ready.info["pid"],
+        "the server's own pid: {entry}"
+    );
+    assert_eq!(entry["supervisor_pid"], server.pid(), "{entry}");
+    assert_eq!(entry["supervisor_pid"], record["supervisor_pid"]);
+    assert_eq!(entry["port"], port);
+    assert_eq!(entry["host"], "127.0.0.1");
+    assert_eq!(entry["url"], url);
+    assert_eq!(entry["handoff"], "socket");
+    assert_eq!(entry["started_at"], record["started_at"]);
+    let uptime = entry["uptime_secs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("uptime_secs is a whole number: {entry}"));
+    assert!(uptime < 600, "started moments ago: {entry}");
+    assert_eq!(entry["health"], "unknown", "no health-path: {entry}");
+
+    // Asking for the instance by name gives the same entry.
+    let (code, named, _) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
+    assert_eq!(code, Some(0));
+    assert_eq!(instances(&named)[0]["pid"], pid);
+}
+
+#[test]
+fn status_of_an_instance_that_never_ran_is_stopped_with_exit_code_3() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
+    assert_eq!(instances(&json).len(), 0, "nothing runs: {json}");
+
+    let (code, json, finished) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
+    assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
+    let entries = instances(&json);
+    assert_eq!(entries.len(), 1, "{json}");
+    assert_eq!(entries[0]["instance"], FIXTURE_INSTANCE);
+    assert_eq!(entries[0]["state"], "stopped");
+    assert_eq!(keys(&entries[0]), sorted(&["instance", "state"]), "{json}");
+
+    let text = project.run_portguard(&["status"]);
+    assert_eq!(text.code(), Some(NOT_RUNNING), "{}", text.describe());
+    assert!(!text.stdout.contains("RUNNING"), "{}", text.describe());
+}
+
+#[test]
+fn status_after_a_clean_stop_is_stopped_and_lists_nothing() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let (mut server, _) = start(&project, &[]);
+    server.signal(Signal::TERM);
+    assert_eq!(
+        server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
+        Some(Some(0)),
+        "{}",
+        server.stderr()
+    );
+    // The lock file stays behind; it alone says nothing runs.
+    assert!(project.lock_file(FIXTURE_INSTANCE).exists());
+
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
+    assert_eq!(instances(&json).len(), 0, "{json}");
+
+    let (code, json, _) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
+    assert_eq!(code, Some(NOT_RUNNING));
+    assert_eq!(instances(&json)[0]["state"], "stopped", "{json}");
+    assert_eq!(keys(&instances(&json)[0]), sorted(&["instance", "state"]));
+}
+
+/// Starts an instance and SIGKILLs its supervisor, leaving its files behind.
+fn start_and_kill_supervisor(project: &TestProject) -> (u32, u32) {
+    let (mut server, ready) = start(project, &[]);
+    let server_pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+    server.signal(Signal::KILL);
+    server
+        .wait_exit(EXIT_TIMEOUT)
+        .expect("the supervisor survived SIGKILL");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(server_pid)),
+        "the server outlived its supervisor"
+    );
+    assert!(wait_until_port_free(ready.port, Duration::from_secs(10)));
+    assert!(project.json_file(FIXTURE_INSTANCE).exists());
+    assert!(project.pid_file(FIXTURE_INSTANCE).exists());
+    (server.pid(), server_pid)
+}
+
+#[test]
+fn status_reports_a_dead_supervisor_as_stale_and_removes_its_files() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let (supervisor_pid, _) = start_and_kill_supervisor(&project);
+
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
+    let entries = instances(&json);
+    assert_eq!(entries.len(), 1, "the stale instance is listed: {json}");
+    assert_eq!(entries[0]["instance"], FIXTURE_INSTANCE);
+    assert_eq!(entries[0]["state"], "stale", "{json}");
+    assert_eq!(keys(&entries[0]), sorted(&["instance", "state"]), "{json}");
+    assert!(
+        finished.stderr.contains(&supervisor_pid.to_string()),
+        "says which supervisor died:\n{}",
+        finished.describe()
+    );
+    assert!(!project.json_file(FIXTURE_INSTANCE).exists(), ".json left");
+    assert!(!project.pid_file(FIXTURE_INSTANCE).exists(), ".pid left");
+
+    // Cleaned up once: the next look finds nothing.
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
+    assert_eq!(instances(&json).len(), 0, "{json}");
+}
+
+#[test]
+fn status_text_says_stale_once_then_not_running() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    start_and_kill_supervisor(&project);
+
+    let first = project.run_portguard(&["status"]);
+    assert_eq!(first.code(), Some(NOT_RUNNING), "{}", first.describe());
+    assert!(
+        first.stdout.contains(FIXTURE_INSTANCE),
+        "{}",
+        first.describe()
+    );
+    assert!(first.stdout.contains("stale"), "{}", first.describe());
+    assert!(!first.stdout.contains("RUNNING"), "{}", first.describe());
+    assert!(!project.json_file(FIXTURE_INSTANCE).exists());
+    assert!(!project.pid_file(FIXTURE_INSTANCE).exists());
+
+    let second = project.run_portguard(&["status"]);
+    assert_eq!(second.code(), Some(NOT_RUNNING), "{}", second.describe());
+    assert!(!second.stdout.contains("stale"), "{}", second.describe());
+    assert!(!second.stdout.contains("RUNNING"), "{}", second.describe());
+    let (_, json, _) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
+    assert_eq!(instances(&json)[0]["state"], "stopped", "{json}");
+}
+
+/// The `health` of the only instance in `status --json`, which must say it runs.
+fn health(project: &TestProject) -> Value {
+    let (code, json, finished) = status_json(project, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "running whatever its health:\n{}",
+        finished.describe()
+    );
+    assert_eq!(instances(&json)[0]["state"], "running", "{json}");
+    instances(&json)[0]["health"].clone()
+}
+
+#[test]
+fn status_follows_the_health_path_from_unhealthy_to_healthy() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port(
+        "handoff = \"socket\"\nhealth-path = \"/health\"\ncheck-timeout-ms = 5000",
+    );
+    let health_file = project.dir.path().join("health-status");
+    let health_arg = health_file.to_str().expect("UTF-8 temp path");
+    std::fs::write(&health_file, "503").expect("write the health file");
+    let server = project.serve(&["--", "--health-file", health_arg]);
+    server
+        .wait_for_stdout("fixture: listening", READY_TIMEOUT)
+        .unwrap_or_else(|stdout| panic!("the server never listened: {stdout}"));
+    let port = project.read_json(FIXTURE_INSTANCE).expect("a .json")["port"]
+        .as_u64()
+        .expect("a port") as u16;
+    assert_eq!(http_get(port, "/health").map(|r| r.0), Ok(503));
+    // It answers, but not 2xx: not ready, so not reported healthy. (The README calls this
+    // "still starting", `unknown`; `unhealthy` would be as true.)
+    let starting = health(&project);
+    assert!(
+        starting == "unknown" || starting == "unhealthy",
+        "a server answering 503 is reported {starting}"
+    );
+    assert!(
+        !server.stderr().contains(READY_LINE),
+        "ready on a 503:\n{}",
+        server.stderr()
+    );
+
+    std::fs::write(&health_file, "200").expect("write the health file");
+    let ready = ready(&project, &server);
+    assert_eq!(health(&project), "healthy");
+
+    std::fs::write(&health_file, "503").expect("write the health file");
+    assert_eq!(http_get(ready.port, "/health").map(|r| r.0), Ok(503));
+    assert_eq!(health(&project), "unhealthy");
+    let text = project.run_portguard(&["status"]);
+    assert_eq!(text.code(), Some(0), "{}", text.describe());
+    assert!(has_word(&text.stdout, "unhealthy"), "{}", text.describe());
+
+    std::fs::write(&health_file, "200").expect("write the health file");
+    assert_eq!(health(&project), "healthy");
+    let text = project.run_portguard(&["status"]);
+    assert_eq!(text.code(), Some(0), "{}", text.describe());
+    assert!(has_word(&text.stdout, "healthy"), "{}", text.describe());
+    assert!(!has_word(&text.stdout, "unhealthy"), "{}", text.describe());
+}
+
+#[test]
+fn status_runs_no_cargo() {
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("");
+    let (_server, _) = start(&project, &[]);
+    // Neither through CARGO nor on PATH: any `cargo metadata` would fail.
+    let empty_bin = project.dir.path().join("empty-bin");
+    std::fs::create_dir(&empty_bin).expect("create an empty folder");
+    let mut command = project.portguard(&["status", "--json"]);
+    command
+        .env("CARGO", "/nonexistent/cargo")
+        .env("PATH", &empty_bin);
+    let finished = run_within(command, COMMAND_TIMEOUT);
+    assert_eq!(finished.code(), Some(0), "{}", finished.describe());
+    let json: Value = serde_json::from_str(&finished.stdout).expect("JSON");
+    assert_eq!(instances(&json)[0]["state"], "running", "{json}");
+    assert_eq!(instances(&json)[0]["port"], port, "{json}");
+    assert!(
+        !finished.stderr.contains("cargo"),
+        "nothing about cargo:\n{}",
+        finished.describe()
+    );
+
+    // Also from a folder below the package root, as a user in `src/` would ask.
+    let mut command = project.portguard(&["status", "--json"]);
+    command
+        .current_dir(project.root.join("src"))
+        .env("CARGO", "/nonexistent/cargo")
+        .env("PATH", &empty_bin);
+    let finished = run_within(command, COMMAND_TIMEOUT);
+    assert_eq!(finished.code(), Some(0), "{}", finished.describe());
+}
