@@ -135,22 +135,13 @@ fn subcommand_word_is_optional() {
 
 #[test]
 fn bad_flag_value_is_a_usage_error_with_or_without_the_word() {
-    for args in [&["--port", "0"][..], &["serve-safe", "--port", "0"]] {
-        let stderr = stderr_of_failure(serve_safe_bin(), args, 2);
-        assert!(
-            stderr.starts_with("error: invalid value '0' for '--port <PORT>': "),
-            "{args:?}: {stderr}"
-        );
-        assert!(
-            stderr.ends_with("\n\nFor more information, try '--help'.\n"),
-            "{args:?}: {stderr}"
-        );
-    }
-    for args in [
-        &["run", "--port", "0"][..],
-        &["portguard", "run", "--port", "0"],
+    for (bin, args) in [
+        (serve_safe_bin(), &["--port", "0"][..]),
+        (serve_safe_bin(), &["serve-safe", "--port", "0"]),
+        (portguard_bin(), &["run", "--port", "0"]),
+        (portguard_bin(), &["portguard", "run", "--port", "0"]),
     ] {
-        let stderr = stderr_of_failure(portguard_bin(), args, 2);
+        let stderr = stderr_of_failure(bin, args, 2);
         assert!(
             stderr.starts_with("error: invalid value '0' for '--port <PORT>': "),
             "{args:?}: {stderr}"

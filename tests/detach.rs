@@ -127,29 +127,7 @@ fn detach_json_prints_one_status_entry() {
     assert_eq!(entry["url"], format!("http://127.0.0.1:{port}"), "{entry}");
     assert_eq!(entry["handoff"], "socket", "{entry}");
     assert_eq!(entry["health"], "unknown", "no health-path: {entry}");
-    let mut keys: Vec<&str> = entry
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    // The fields of a status entry, as the contract lists them.
-    let mut expected = [
-        "instance",
-        "state",
-        "pid",
-        "supervisor_pid",
-        "port",
-        "host",
-        "url",
-        "handoff",
-        "started_at",
-        "uptime_secs",
-        "health",
-    ];
-    expected.sort_unstable();
-    assert_eq!(keys, expected, "{entry}");
+    assert_eq!(sorted_keys(&entry), sorted(&RUNNING_ENTRY_KEYS), "{entry}");
     assert_eq!(info(port)["pid"], record["pid"]);
     let detached = Detached {
         port,

@@ -9,8 +9,8 @@ mod support;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpListener};
 use support::{
-    EXIT_TIMEOUT, FIXTURE_INSTANCE, READY_LINE, READY_TIMEOUT, TestProject, free_port, hold_port,
-    http_get, info, ready,
+    EXIT_TIMEOUT, FIXTURE_INSTANCE, READY_LINE, READY_TIMEOUT, Ready, Running, TestProject,
+    free_port, hold_port, http_get, info, ready,
 };
 
 /// How portguard reports a port this test holds, holder included.
@@ -30,6 +30,23 @@ fn reported_ports(line: &str) -> Vec<u16> {
         .split("; ")
         .filter_map(|entry| entry.split_whitespace().next()?.parse().ok())
         .collect()
+}
+
+/// Sets `[package.metadata.portguard]` to `metadata`, starts the fixture and waits until it
+/// answers.
+fn start_with(project: &TestProject, metadata: &str) -> (Running, Ready) {
+    project.set_metadata(metadata);
+    let server = project.serve(&[]);
+    let ready = ready(project, &server);
+    (server, ready)
+}
+
+/// That the ready line reports `busy`, in order, as skipped, each with this test as holder.
+fn assert_skipped(ready: &Ready, busy: &[u16]) {
+    assert_eq!(reported_ports(&ready.line), busy, "{}", ready.line);
+    for &port in busy {
+        assert!(ready.line.contains(&busy_by_me(port)), "{}", ready.line);
+    }
 }
 
 #[test]
@@ -52,14 +69,12 @@ fn busy_preferred_port_falls_back_and_names_the_holder() {
     let project = TestProject::fixture();
     let (_held, busy) = hold_port();
     let fallback = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy}\nfallback-ports = [{fallback}]"
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!("preferred-port = {busy}\nfallback-ports = [{fallback}]"),
+    );
     assert_eq!(ready.port, fallback, "{}", ready.line);
-    assert_eq!(reported_ports(&ready.line), [busy], "{}", ready.line);
-    assert!(ready.line.contains(&busy_by_me(busy)), "{}", ready.line);
+    assert_skipped(&ready, &[busy]);
     assert!(!ready.line.contains("port from the OS"), "{}", ready.line);
 }
 
@@ -68,22 +83,20 @@ fn every_candidate_busy_takes_a_port_from_the_os() {
     let project = TestProject::fixture();
     let held: Vec<(TcpListener, u16)> = (0..3).map(|_| hold_port()).collect();
     let busy: Vec<u16> = held.iter().map(|(_, port)| *port).collect();
-    project.set_metadata(&format!(
-        "preferred-port = {}\nfallback-ports = [{}, {}]",
-        busy[0], busy[1], busy[2]
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!(
+            "preferred-port = {}\nfallback-ports = [{}, {}]",
+            busy[0], busy[1], busy[2]
+        ),
+    );
     assert!(!busy.contains(&ready.port), "{}", ready.line);
     assert!(
         ready.line.ends_with("; port from the OS)"),
         "{}",
         ready.line
     );
-    assert_eq!(reported_ports(&ready.line), busy, "{}", ready.line);
-    for port in busy {
-        assert!(ready.line.contains(&busy_by_me(port)), "{}", ready.line);
-    }
+    assert_skipped(&ready, &busy);
     assert_eq!(
         http_get(ready.port, "/health"),
         Ok((200, "ok\n".to_owned()))
@@ -96,11 +109,12 @@ fn max_attempts_stops_before_a_free_candidate() {
     let (_held_a, busy_a) = hold_port();
     let (_held_b, busy_b) = hold_port();
     let free = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy_a}\nfallback-ports = [{busy_b}, {free}]\nmax-attempts = 2"
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!(
+            "preferred-port = {busy_a}\nfallback-ports = [{busy_b}, {free}]\nmax-attempts = 2"
+        ),
+    );
     assert_ne!(
         ready.port, free,
         "the third candidate is past max-attempts = 2: {}",
@@ -155,14 +169,12 @@ fn port_held_on_ipv4_wildcard_is_busy_for_loopback() {
     let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0");
     let busy = held.local_addr().expect("local_addr").port();
     let fallback = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy}\nfallback-ports = [{fallback}]"
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!("preferred-port = {busy}\nfallback-ports = [{fallback}]"),
+    );
     assert_eq!(ready.port, fallback, "{}", ready.line);
-    assert_eq!(reported_ports(&ready.line), [busy], "{}", ready.line);
-    assert!(ready.line.contains(&busy_by_me(busy)), "{}", ready.line);
+    assert_skipped(&ready, &[busy]);
 }
 
 #[test]
@@ -176,18 +188,16 @@ fn port_held_on_ipv6_loopback_is_busy_for_ipv4_loopback() {
     // The premise: 127.0.0.1 alone would let portguard take the port.
     drop(TcpListener::bind((Ipv4Addr::LOCALHOST, busy)).expect("127.0.0.1 is free"));
     let fallback = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy}\nfallback-ports = [{fallback}]"
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!("preferred-port = {busy}\nfallback-ports = [{fallback}]"),
+    );
     assert_eq!(
         ready.port, fallback,
         "a browser asking for localhost could reach [::1]:{busy}: {}",
         ready.line
     );
-    assert_eq!(reported_ports(&ready.line), [busy], "{}", ready.line);
-    assert!(ready.line.contains(&busy_by_me(busy)), "{}", ready.line);
+    assert_skipped(&ready, &[busy]);
 }
 
 #[test]
@@ -196,12 +206,13 @@ fn port_range_is_tried_after_the_fallback_list() {
     let (_held_a, busy_a) = hold_port();
     let (_held_b, busy_b) = hold_port();
     let in_range = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy_a}\nfallback-ports = [{busy_b}]\n\
-         port-range = \"{in_range}-{in_range}\""
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!(
+            "preferred-port = {busy_a}\nfallback-ports = [{busy_b}]\n\
+             port-range = \"{in_range}-{in_range}\""
+        ),
+    );
     assert_eq!(ready.port, in_range, "{}", ready.line);
     // Skipped ports are reported in the order they were tried.
     assert_eq!(
@@ -219,12 +230,13 @@ fn fallback_list_comes_before_port_range() {
     let (_held, busy) = hold_port();
     let fallback = free_port();
     let in_range = free_port();
-    project.set_metadata(&format!(
-        "preferred-port = {busy}\nfallback-ports = [{fallback}]\n\
-         port-range = \"{in_range}-{in_range}\""
-    ));
-    let server = project.serve(&[]);
-    let ready = ready(&project, &server);
+    let (_server, ready) = start_with(
+        &project,
+        &format!(
+            "preferred-port = {busy}\nfallback-ports = [{fallback}]\n\
+             port-range = \"{in_range}-{in_range}\""
+        ),
+    );
     assert_eq!(ready.port, fallback, "{}", ready.line);
 }
 

@@ -11,21 +11,6 @@ use support::*;
 /// Exit code of `status` when nothing is running (as LSB init scripts say it).
 const NOT_RUNNING: i32 = 3;
 
-/// The keys of a running instance's entry, as the contract lists them.
-const RUNNING_KEYS: [&str; 11] = [
-    "instance",
-    "state",
-    "pid",
-    "supervisor_pid",
-    "port",
-    "host",
-    "url",
-    "handoff",
-    "started_at",
-    "uptime_secs",
-    "health",
-];
-
 /// Starts the fixture under `cargo serve-safe` and waits until it answers.
 fn start(project: &TestProject, args: &[&str]) -> (Running, Ready) {
     let server = project.serve(args);
@@ -52,23 +37,6 @@ fn instances(json: &Value) -> &Vec<Value> {
     json["instances"]
         .as_array()
         .unwrap_or_else(|| panic!("no `instances` array in {json}"))
-}
-
-fn keys(entry: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = entry
-        .as_object()
-        .unwrap_or_else(|| panic!("an entry is an object: {entry}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    keys
-}
-
-fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
-    let mut keys = keys.to_vec();
-    keys.sort_unstable();
-    keys
 }
 
 /// Whether `text` holds `word` delimited by characters that cannot be part of a number or
@@ -107,7 +75,7 @@ fn status_of_a_running_instance_shows_it_in_text_and_json() {
     let entries = instances(&json);
     assert_eq!(entries.len(), 1, "one instance: {json}");
     let entry = &entries[0];
-    assert_eq!(keys(entry), sorted(&RUNNING_KEYS), "{entry}");
+    assert_eq!(sorted_keys(entry), sorted(&RUNNING_ENTRY_KEYS), "{entry}");
     assert_eq!(entry["instance"], FIXTURE_INSTANCE);
     assert_eq!(entry["state"], "running");
     assert_eq!(entry["pid"], pid, "{entry}");
@@ -149,7 +117,11 @@ fn status_of_an_instance_that_never_ran_is_stopped_with_exit_code_3() {
     assert_eq!(entries.len(), 1, "{json}");
     assert_eq!(entries[0]["instance"], FIXTURE_INSTANCE);
     assert_eq!(entries[0]["state"], "stopped");
-    assert_eq!(keys(&entries[0]), sorted(&["instance", "state"]), "{json}");
+    assert_eq!(
+        sorted_keys(&entries[0]),
+        sorted(&["instance", "state"]),
+        "{json}"
+    );
 
     let text = project.run_portguard(&["status"]);
     assert_eq!(text.code(), Some(NOT_RUNNING), "{}", text.describe());
@@ -178,7 +150,10 @@ fn status_after_a_clean_stop_is_stopped_and_lists_nothing() {
     let (code, json, _) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
     assert_eq!(code, Some(NOT_RUNNING));
     assert_eq!(instances(&json)[0]["state"], "stopped", "{json}");
-    assert_eq!(keys(&instances(&json)[0]), sorted(&["instance", "state"]));
+    assert_eq!(
+        sorted_keys(&instances(&json)[0]),
+        sorted(&["instance", "state"])
+    );
 }
 
 /// Starts an instance and SIGKILLs its supervisor, leaving its files behind.
@@ -211,7 +186,11 @@ fn status_reports_a_dead_supervisor_as_stale_and_removes_its_files() {
     assert_eq!(entries.len(), 1, "the stale instance is listed: {json}");
     assert_eq!(entries[0]["instance"], FIXTURE_INSTANCE);
     assert_eq!(entries[0]["state"], "stale", "{json}");
-    assert_eq!(keys(&entries[0]), sorted(&["instance", "state"]), "{json}");
+    assert_eq!(
+        sorted_keys(&entries[0]),
+        sorted(&["instance", "state"]),
+        "{json}"
+    );
     assert!(
         finished.stderr.contains(&supervisor_pid.to_string()),
         "says which supervisor died:\n{}",

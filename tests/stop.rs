@@ -37,6 +37,26 @@ fn lines_with_verb<'a>(text: &'a str, verb: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// What `stop` leaves of a server: no process, and the port free at once (`stop` returns
+/// only once both hold).
+fn assert_server_gone(pid: u32, port: u16) {
+    assert!(!process_alive(pid), "server pid {pid} survived");
+    assert!(
+        wait_until_port_free(port, Duration::ZERO),
+        "port {port} held"
+    );
+}
+
+/// Waits for the supervisor to exit, which must be with code 0, as for a requested stop.
+fn assert_exits_0(server: &mut Running) {
+    assert_eq!(
+        server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
+        Some(Some(0)),
+        "{}",
+        server.stderr()
+    );
+}
+
 fn assert_state_files_gone(project: &TestProject, instance: &str) {
     assert!(!project.pid_file(instance).exists(), "{instance}.pid left");
     assert!(
@@ -124,17 +144,8 @@ fn stop_with_a_timeout_kills_a_server_that_ignores_sigterm() {
         "says it escalated:\n{}",
         stop.describe()
     );
-    assert!(!process_alive(pid), "server pid {pid} survived");
-    assert!(
-        wait_until_port_free(port, Duration::ZERO),
-        "port {port} held"
-    );
-    assert_eq!(
-        server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
-        Some(Some(0)),
-        "{}",
-        server.stderr()
-    );
+    assert_server_gone(pid, port);
+    assert_exits_0(&mut server);
     assert_state_files_gone(&project, FIXTURE_INSTANCE);
 }
 
@@ -152,11 +163,7 @@ fn stop_of_a_frozen_supervisor_kills_everything_and_cleans_up() {
     let took = asked.elapsed();
     assert_eq!(stop.code(), Some(0), "{}", stop.describe());
     assert!(took >= Duration::from_secs(1), "{took:?}");
-    assert!(!process_alive(pid), "server pid {pid} survived");
-    assert!(
-        wait_until_port_free(port, Duration::ZERO),
-        "port {port} held"
-    );
+    assert_server_gone(pid, port);
     let status = server
         .wait_exit(EXIT_TIMEOUT)
         .expect("the frozen supervisor survived");
@@ -311,19 +318,10 @@ fn stop_all_stops_every_running_instance() {
     assert!(stopped.iter().any(|line| line.contains(FIXTURE_INSTANCE)));
     assert!(stopped.iter().any(|line| line.contains("`second`")));
     for (pid, port) in [(first_pid, first_port), (second_pid, second_port)] {
-        assert!(!process_alive(pid), "server pid {pid} survived");
-        assert!(
-            wait_until_port_free(port, Duration::ZERO),
-            "port {port} held"
-        );
+        assert_server_gone(pid, port);
     }
     for server in [&mut first, &mut second] {
-        assert_eq!(
-            server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
-            Some(Some(0)),
-            "{}",
-            server.stderr()
-        );
+        assert_exits_0(server);
     }
     assert_state_files_gone(&project, FIXTURE_INSTANCE);
     assert_state_files_gone(&project, "second");
@@ -342,12 +340,8 @@ fn force_replaces_a_running_instance_on_the_same_port() {
     assert_eq!(new_ready.port, port, "the new copy takes the same port");
     assert_ne!(new_ready.info["pid"], old_pid, "a new server answers");
     assert!(!process_alive(old_pid), "the old server {old_pid} survived");
-    assert_eq!(
-        old.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
-        Some(Some(0)),
-        "the old supervisor was asked to stop:\n{}",
-        old.stderr()
-    );
+    // The old supervisor was asked to stop.
+    assert_exits_0(&mut old);
     let stderr = new.stderr();
     let stopped = lines_with_verb(&stderr, "Stopped");
     assert!(
@@ -492,10 +486,7 @@ fn restart_in_socket_handoff_refuses_no_connection() {
         restart.describe()
     );
     server.signal(Signal::TERM);
-    assert_eq!(
-        server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
-        Some(Some(0))
-    );
+    assert_exits_0(&mut server);
 }
 
 #[test]
@@ -520,8 +511,5 @@ fn sigusr2_to_the_supervisor_restarts_the_server() {
         "{stderr}"
     );
     server.signal(Signal::TERM);
-    assert_eq!(
-        server.wait_exit(EXIT_TIMEOUT).map(|status| status.code()),
-        Some(Some(0))
-    );
+    assert_exits_0(&mut server);
 }

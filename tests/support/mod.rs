@@ -327,27 +327,16 @@ impl TestProject {
     /// As `serve`, with `vars` set in its environment (after `command` has
     /// cleaned it, so they may set what it removes, such as `PORT`).
     pub fn serve_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Running {
-        use std::os::unix::process::CommandExt;
-
         let mut command = self.serve_safe(args);
-        command
-            .envs(vars.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", serve_safe_bin().display()));
-        let stdout = Captured::capture(child.stdout.take().expect("piped stdout"));
-        let stderr = Captured::capture(child.stderr.take().expect("piped stderr"));
-        Running {
-            child,
-            status: None,
-            stdout,
-            stderr,
-            state_dir: self.state_dir(),
-            owned_dir: self.dir.path().to_path_buf(),
-        }
+        command.envs(vars.iter().copied());
+        Spawned::start(
+            command,
+            &serve_safe_bin().display().to_string(),
+            ServeSafeRun {
+                state_dir: self.state_dir(),
+                owned_dir: self.dir.path().to_path_buf(),
+            },
+        )
     }
 }
 
@@ -497,20 +486,51 @@ fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A `cargo serve-safe` started by `TestProject::serve`. Dropping it kills
-/// what it started, if still running, and nothing else.
-pub struct Running {
+/// A command started in a process group of its own, with its stdout and
+/// stderr collected as they arrive. `Running` and `Background` are this with
+/// a different `K`: what else each knows, and what else it cleans up on
+/// drop. Dropping either first kills the command and what it started, if it
+/// is still running.
+pub struct Spawned<K: OnDrop> {
     child: Child,
     status: Option<ExitStatus>,
     stdout: Captured,
     stderr: Captured,
-    state_dir: PathBuf,
-    /// The test's temp dir, for `belongs_to`.
-    owned_dir: PathBuf,
+    kind: K,
 }
 
-impl Running {
-    /// The supervisor's pid (also its process group id).
+/// What dropping a `Spawned<Self>` does after `kill_tree`, which says
+/// whether the command was still running.
+pub trait OnDrop: Sized {
+    fn on_drop(spawned: &Spawned<Self>, was_running: bool);
+}
+
+impl<K: OnDrop> Spawned<K> {
+    /// Starts `command` with stdout and stderr piped, in a process group of
+    /// its own (as a shell would start it); panics naming `what` if it cannot.
+    fn start(mut command: Command, what: &str, kind: K) -> Self {
+        use std::os::unix::process::CommandExt;
+
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        let stdout = Captured::capture(child.stdout.take().expect("piped stdout"));
+        let stderr = Captured::capture(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            status: None,
+            stdout,
+            stderr,
+            kind,
+        }
+    }
+
+    /// The command's pid (also its process group id); for `Running`, the
+    /// supervisor's.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -535,8 +555,8 @@ impl Running {
         self.stdout.wait_for(needle, timeout)
     }
 
-    /// The supervisor's exit status, if it exits within `timeout`. Once it
-    /// has, also waits briefly for its output to arrive in full.
+    /// The exit status, if it exits within `timeout`. Once it has, also
+    /// waits briefly for its output to arrive in full.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while self.status.is_none() {
@@ -548,19 +568,57 @@ impl Running {
                 thread::sleep(POLL);
             }
         }
-        // A server that outlives the supervisor keeps the pipes open, so this
-        // cannot wait for them to close for long.
+        // What it started may outlive it and keep the pipes open (a server
+        // its supervisor left behind), so this cannot wait for them to close
+        // for long.
         wait_until(Duration::from_millis(500), || {
             self.stdout.is_closed() && self.stderr.is_closed()
         });
         self.status
     }
 
-    /// Whether the supervisor has not exited yet.
+    /// Whether it has not exited yet.
     pub fn is_running(&mut self) -> bool {
         self.wait_exit(Duration::ZERO).is_none()
     }
 
+    /// Unless it has exited: SIGKILLs it, reaps it, and kills what it had
+    /// started. Whether it was still running.
+    fn kill_tree(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        // Found before the kill: afterwards they would be orphans.
+        let descendants = descendants_of(self.pid());
+        let _ = kill_process(pid_of(self.pid()), Signal::KILL);
+        let _ = self.child.wait();
+        for process in descendants {
+            process.kill_if_same();
+        }
+        true
+    }
+}
+
+impl<K: OnDrop> Drop for Spawned<K> {
+    fn drop(&mut self) {
+        let was_running = self.kill_tree();
+        K::on_drop(self, was_running);
+    }
+}
+
+/// A `cargo serve-safe` started by `TestProject::serve`. Dropping it kills
+/// what it started, if still running, and nothing else.
+pub type Running = Spawned<ServeSafeRun>;
+
+/// What a `Running` knows besides the command: where to find a server its
+/// supervisor left behind.
+pub struct ServeSafeRun {
+    state_dir: PathBuf,
+    /// The test's temp dir, for `belongs_to`.
+    owned_dir: PathBuf,
+}
+
+impl Running {
     /// Sends `sig` to the supervisor, unless it has exited and been reaped
     /// (its pid could then be someone else's).
     pub fn signal(&self, sig: Signal) {
@@ -579,19 +637,14 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            // Found before the kill: afterwards they would be orphans.
-            let descendants = descendants_of(self.pid());
-            let _ = kill_process(pid_of(self.pid()), Signal::KILL);
-            let _ = self.child.wait();
-            for process in descendants {
-                process.kill_if_same();
-            }
-        }
+impl OnDrop for ServeSafeRun {
+    fn on_drop(running: &Running, _was_running: bool) {
+        let ServeSafeRun {
+            state_dir,
+            owned_dir,
+        } = &running.kind;
         // A server whose supervisor died first is found by its pid file.
-        if let Ok(entries) = fs::read_dir(&self.state_dir) {
+        if let Ok(entries) = fs::read_dir(state_dir) {
             for entry in entries.flatten() {
                 if entry.path().extension() != Some(OsStr::new("pid")) {
                     continue;
@@ -599,7 +652,7 @@ impl Drop for Running {
                 let pid = fs::read_to_string(entry.path())
                     .ok()
                     .and_then(|text| text.trim().parse::<u32>().ok())
-                    .filter(|&pid| belongs_to(pid, &self.owned_dir));
+                    .filter(|&pid| belongs_to(pid, owned_dir));
                 if let Some(pid) = pid {
                     let _ = kill_process(pid_of(pid), Signal::KILL);
                 }
@@ -609,8 +662,8 @@ impl Drop for Running {
             // The test failed: what portguard said is the best clue.
             eprintln!(
                 "--- cargo-serve-safe stderr ---\n{}\n--- cargo-serve-safe stdout ---\n{}",
-                self.stderr(),
-                self.stdout()
+                running.stderr(),
+                running.stdout()
             );
         }
     }
@@ -638,33 +691,7 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// The fixture answers with `Connection: close`, so the body is all that
 /// follows the headers.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(2);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|err| format!("connect {addr}: {err}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|err| format!("set timeouts: {err}"))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|err| format!("send request to {addr}: {err}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|err| format!("read response from {addr}: {err}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("incomplete response from {addr}: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no status code in {head:?}"))?;
-    Ok((status, body.to_string()))
+    http_get_within(port, path, Duration::from_secs(2)).map_err(|err| err.message)
 }
 
 /// The fixture's `GET /info` on 127.0.0.1:port; panics unless it answers 200
@@ -968,30 +995,13 @@ impl TestProject {
 
 /// Starts `command` (from `command`, `portguard` or `serve_safe`) in the
 /// background, in a process group of its own, collecting its output.
-pub fn start_background(mut command: Command) -> Background {
-    use std::os::unix::process::CommandExt;
-
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+pub fn start_background(command: Command) -> Background {
     let program = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|word| word.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {program}: {err}"));
-    let stdout = Captured::capture(child.stdout.take().expect("piped stdout"));
-    let stderr = Captured::capture(child.stderr.take().expect("piped stderr"));
-    Background {
-        child,
-        status: None,
-        stdout,
-        stderr,
-        program,
-    }
+    Spawned::start(command, &program.clone(), BackgroundRun { program })
 }
 
 /// Runs `command` to its end; panics with its output if it takes longer
@@ -1001,7 +1011,7 @@ pub fn run_within(command: Command, timeout: Duration) -> Finished {
     let Some(status) = background.wait_exit(timeout) else {
         panic!(
             "{} did not finish within {timeout:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            background.program,
+            background.kind.program,
             background.stderr(),
             background.stdout()
         );
@@ -1038,75 +1048,60 @@ impl Finished {
 /// A command started by `start_background`. Dropping it kills the command
 /// and what it started, if still running; unlike `Running` it leaves the
 /// instances' servers alone (they have guards of their own).
-pub struct Background {
-    child: Child,
-    status: Option<ExitStatus>,
-    stdout: Captured,
-    stderr: Captured,
+pub type Background = Spawned<BackgroundRun>;
+
+/// What a `Background` knows besides the command: its command line.
+pub struct BackgroundRun {
     program: String,
 }
 
-impl Background {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn stdout(&self) -> String {
-        self.stdout.text()
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.text()
-    }
-
-    /// As `Running::wait_for_stdout`.
-    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Result<String, String> {
-        self.stdout.wait_for(needle, timeout)
-    }
-
-    /// The exit status, if it exits within `timeout`; once it has, also
-    /// waits briefly for its output to arrive in full.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-            if self.status.is_none() {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                thread::sleep(POLL);
-            }
+impl OnDrop for BackgroundRun {
+    fn on_drop(background: &Background, was_running: bool) {
+        if was_running && thread::panicking() {
+            eprintln!(
+                "--- {} stderr ---\n{}\n--- stdout ---\n{}",
+                background.kind.program,
+                background.stderr(),
+                background.stdout()
+            );
         }
-        wait_until(Duration::from_millis(500), || {
-            self.stdout.is_closed() && self.stderr.is_closed()
-        });
-        self.status
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.wait_exit(Duration::ZERO).is_none()
     }
 }
 
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let descendants = descendants_of(self.pid());
-            let _ = kill_process(pid_of(self.pid()), Signal::KILL);
-            let _ = self.child.wait();
-            for process in descendants {
-                process.kill_if_same();
-            }
-            if thread::panicking() {
-                eprintln!(
-                    "--- {} stderr ---\n{}\n--- stdout ---\n{}",
-                    self.program,
-                    self.stderr(),
-                    self.stdout()
-                );
-            }
-        }
-    }
+/// The keys of a running instance's entry in `status --json` (and
+/// `serve-safe --detach --json`), as the contract lists them.
+pub const RUNNING_ENTRY_KEYS: [&str; 11] = [
+    "instance",
+    "state",
+    "pid",
+    "supervisor_pid",
+    "port",
+    "host",
+    "url",
+    "handoff",
+    "started_at",
+    "uptime_secs",
+    "health",
+];
+
+/// The keys of a JSON object (a status entry), sorted; panics if `entry` is
+/// not an object.
+pub fn sorted_keys(entry: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .unwrap_or_else(|| panic!("an entry is an object: {entry}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// `keys`, sorted, to compare with `sorted_keys`.
+pub fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys
 }
 
 /// Why `http_get_within` got no answer: the kind tells a refused connection
