@@ -7,7 +7,7 @@ use clap::Parser as _;
 
 use crate::cli::{self, CommonArgs, PortguardCli, PortguardCommand, ServeSafeCli};
 use crate::serve::Vars;
-use crate::{exit_codes, logs, output, serve, status, stop};
+use crate::{exit_codes, logs, output, scaffold, serve, status, stop};
 
 /// `cargo serve-safe`, given the process arguments.
 #[must_use]
@@ -35,6 +35,7 @@ pub fn portguard_main(args: Vec<OsString>) -> i32 {
         PortguardCommand::Stop(args) => stop::stop(common, args, vars),
         PortguardCommand::Restart(args) => stop::restart(common, args, vars),
         PortguardCommand::Logs(args) => logs::logs(common, args, vars),
+        PortguardCommand::Init(args) => scaffold::init(common, args, vars),
     })
 }
 

@@ -60,6 +60,41 @@ pub enum PortguardCommand {
     Restart(InstanceArg),
     /// Show the log of a detached server
     Logs(LogsArgs),
+    /// Add portguard to a server package: config, .env, cargo aliases, startup glue
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Framework the startup glue is written for [default: detected from the dependencies]
+    #[arg(long, value_enum)]
+    pub framework: Option<Framework>,
+    /// Where the glue goes, relative to the package root
+    #[arg(long, value_name = "PATH", default_value = "src/portguard.rs")]
+    pub glue_path: PathBuf,
+    /// Also add a build script that bakes the configured host and port into the binary
+    #[arg(long)]
+    pub build_rs: bool,
+    /// Print every change as a unified diff and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Regenerate the glue (and the build-script module) even where they exist
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The server frameworks `init` writes glue for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framework {
+    /// `std::net::TcpListener`
+    Std,
+    /// `tokio::net::TcpListener`
+    Tokio,
+    /// axum on tokio, with graceful shutdown
+    Axum,
+    /// actix-web's `HttpServer::listen`
+    #[value(name = "actix-web")]
+    ActixWeb,
 }
 
 /// `--instance NAME`, for commands that act on one instance.

@@ -1,0 +1,423 @@
+//! `cargo portguard init`: adds portguard to a server package in one command: the metadata
+//! table, `.env` keys, cargo aliases (`cargo dev-safe`, `cargo stop`, ...), `.portguard/` in
+//! `.gitignore`, and the startup glue that takes the handed-over socket. Everything is computed
+//! first and written as one transaction; a second run changes nothing.
+
+mod dotfiles;
+mod files;
+mod manifest;
+mod templates;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use cargo_metadata::TargetKind;
+use toml_edit::Value;
+
+use crate::cli::{CommonArgs, Framework, InitArgs};
+use crate::config::{self, Config, Handoff};
+use crate::exit_codes;
+use crate::output;
+use crate::project::{self, Project};
+use crate::serve::Vars;
+
+use files::Change;
+use manifest::{LocalManifest, Setting};
+
+/// The cargo aliases that make the seed's npm scripts `cargo` commands.
+const ALIASES: [(&str, &str); 4] = [
+    ("dev-safe", "serve-safe"),
+    ("force-start", "serve-safe --force"),
+    ("stop", "portguard stop"),
+    ("status", "portguard status"),
+];
+
+/// `cargo portguard init`.
+///
+/// # Errors
+/// Bad input (a package that cannot be told, bad values already in Cargo.toml: exit 2), and
+/// files that cannot be read or written (nothing is written then).
+pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32> {
+    let cargo = project::find_cargo(vars)?;
+    let project = Project::locate(
+        &cargo,
+        common.manifest_path.as_deref(),
+        common.package.as_deref(),
+    )?;
+    let config = current_config(&project)?;
+    let framework = args.framework.unwrap_or_else(|| detect_framework(&project));
+    let mut notes = Vec::new();
+    let mut changes = vec![
+        manifest_change(&project, &config, args.build_rs, &mut notes)?,
+        env_change(&project, ".env.example", &config, dotfiles::env_example)?,
+        env_change(&project, ".env", &config, dotfiles::env_file)?,
+        aliases_change(&project)?,
+        text_change(
+            project.workspace_root.join(".gitignore"),
+            "`.portguard/`",
+            dotfiles::gitignore,
+        )?,
+    ];
+    changes.extend(glue_change(&project, &config, framework, args, &mut notes)?);
+    if args.build_rs {
+        changes.extend(build_changes(&project, args.force, &mut notes)?);
+    }
+    changes.retain(Change::changes_anything);
+
+    let name = project.package.name.as_str();
+    if changes.is_empty() {
+        output::status(
+            "Finished",
+            format!("nothing to do: portguard is already set up in `{name}`"),
+        );
+        print_notes(&notes);
+        return Ok(exit_codes::OK);
+    }
+    let root = &project.workspace_root;
+    if args.dry_run {
+        let mut stdout = std::io::stdout().lock();
+        for change in &changes {
+            write!(stdout, "{}", change.diff(root)).context("could not write to stdout")?;
+        }
+        output::status(
+            "Finished",
+            format!(
+                "dry run: {} files would change; nothing was written",
+                changes.len()
+            ),
+        );
+        return Ok(exit_codes::OK);
+    }
+    files::apply(&changes)?;
+    for change in &changes {
+        let verb = if change.before.is_some() {
+            "Updating"
+        } else {
+            "Creating"
+        };
+        let shown = change
+            .path
+            .strip_prefix(root)
+            .unwrap_or(&change.path)
+            .display();
+        output::status(verb, format!("{shown}: {}", change.summary));
+    }
+    output::status(
+        "Finished",
+        format!(
+            "portguard is set up in `{name}` ({} glue); run `cargo dev-safe`",
+            framework_name(framework)
+        ),
+    );
+    print_notes(&notes);
+    output::note(format!(
+        "add to src/main.rs:\n{}",
+        indent(templates::main_rs_lines(framework))
+    ));
+    Ok(exit_codes::OK)
+}
+
+/// The configuration as Cargo.toml has it now (environment and `.env` left out: the glue's
+/// defaults and the new table follow the manifest, not one machine).
+fn current_config(project: &Project) -> Result<Config> {
+    let (config, warnings) = config::resolve(&config::Inputs {
+        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
+        package_metadata: Some((&project.package.metadata, project.manifest_path())),
+        dotenv: None,
+        vars: &|_| None,
+        env_flag: None,
+        port_flag: None,
+        bin_flag: None,
+    })?;
+    for warning in warnings {
+        output::warning(warning);
+    }
+    Ok(config)
+}
+
+/// The framework the package already depends on; std when none is known.
+fn detect_framework(project: &Project) -> Framework {
+    let depends_on = |name: &str| {
+        project
+            .package
+            .dependencies
+            .iter()
+            .any(|dep| dep.name == name)
+    };
+    if depends_on("actix-web") {
+        Framework::ActixWeb
+    } else if depends_on("axum") {
+        Framework::Axum
+    } else if depends_on("tokio") {
+        Framework::Tokio
+    } else {
+        Framework::Std
+    }
+}
+
+fn framework_name(framework: Framework) -> &'static str {
+    match framework {
+        Framework::Std => "std",
+        Framework::Tokio => "tokio",
+        Framework::Axum => "axum",
+        Framework::ActixWeb => "actix-web",
+    }
+}
+
+fn manifest_change(
+    project: &Project,
+    config: &Config,
+    build_rs: bool,
+    notes: &mut Vec<String>,
+) -> Result<Change> {
+    let mut manifest = LocalManifest::read(project.manifest_path())?;
+    let settings = [
+        Setting {
+            key: "preferred-port",
+            value: i64::from(config.preferred_port.value).into(),
+            comment: "first port tried; PORT overrides it",
+        },
+        Setting {
+            key: "fallback-ports",
+            value: manifest::port_array(&config.fallback_ports.value),
+            comment: "tried in order when it is busy",
+        },
+        Setting {
+            key: "max-attempts",
+            value: i64::from(config.max_attempts.value).into(),
+            comment: "candidates tried at most, then a port from the OS",
+        },
+        Setting {
+            key: "check-timeout-ms",
+            value: millis(config.check_timeout.value),
+            comment: "bound on each port check and probe",
+        },
+        Setting {
+            key: "handoff",
+            value: "socket".into(),
+            comment: "portguard binds the port and hands the socket to the glue",
+        },
+        Setting {
+            key: "shutdown-timeout-ms",
+            value: millis(config.shutdown_timeout.value),
+            comment: "wait after SIGTERM before SIGKILL",
+        },
+    ];
+    let workspace_keys: Vec<String> = project
+        .workspace_metadata
+        .get("portguard")
+        .and_then(serde_json::Value::as_object)
+        .map(|table| table.keys().cloned().collect())
+        .unwrap_or_default();
+    let added = manifest.add_portguard_settings(&settings, &workspace_keys);
+    if config.handoff.value == Handoff::Env && !added.contains(&"handoff") {
+        notes.push(format!(
+            "`handoff` stays as configured ({}): the glue also takes a socket, with `handoff = \"socket\"`",
+            config.handoff.source
+        ));
+    }
+    let mut summary = if added.is_empty() {
+        String::new()
+    } else {
+        format!("[package.metadata.portguard] {}", added.join(", "))
+    };
+    if build_rs {
+        let (name, version) = templates::BUILD_DEPENDENCY;
+        if manifest.add_build_dependency(name, version) {
+            summary = join(
+                &summary,
+                &format!("[build-dependencies] {name} = \"{version}\""),
+            );
+        }
+    }
+    Ok(Change {
+        after: manifest.render(),
+        before: manifest.original.clone(),
+        path: manifest.path,
+        summary,
+    })
+}
+
+fn millis(duration: std::time::Duration) -> Value {
+    i64::try_from(duration.as_millis())
+        .unwrap_or(i64::MAX)
+        .into()
+}
+
+fn join(first: &str, second: &str) -> String {
+    if first.is_empty() {
+        second.to_owned()
+    } else {
+        format!("{first}; {second}")
+    }
+}
+
+fn env_change(
+    project: &Project,
+    file: &str,
+    config: &Config,
+    update: fn(Option<&str>, &dotfiles::EnvDefaults) -> String,
+) -> Result<Change> {
+    let defaults = dotfiles::EnvDefaults {
+        port: config.preferred_port.value,
+        fallback_ports: config.fallback_ports.value.clone(),
+        max_attempts: config.max_attempts.value,
+        check_timeout_ms: config.check_timeout.value.as_millis(),
+    };
+    text_change(
+        project.package_root().join(file),
+        "PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT",
+        |existing| update(existing, &defaults),
+    )
+}
+
+/// A plain text file changed by `update`, given its current text.
+fn text_change(
+    path: PathBuf,
+    summary: &str,
+    update: impl FnOnce(Option<&str>) -> String,
+) -> Result<Change> {
+    let before = read_optional(&path)?;
+    Ok(Change {
+        after: update(before.as_deref()),
+        before,
+        path,
+        summary: summary.to_owned(),
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("could not read `{}`", path.display())),
+    }
+}
+
+fn aliases_change(project: &Project) -> Result<Change> {
+    let dir = project.workspace_root.join(".cargo");
+    // Cargo still reads the old name when the new one is absent.
+    let legacy = dir.join("config");
+    let path = if legacy.is_file() && !dir.join("config.toml").exists() {
+        legacy
+    } else {
+        dir.join("config.toml")
+    };
+    let mut config = LocalManifest::read(&path)?;
+    let (added, conflicts) = config.add_aliases(&ALIASES);
+    for (name, meaning) in conflicts {
+        output::warning(format!(
+            "alias `{name}` in `{}` already means {meaning}; left alone (use `cargo portguard {}` instead)",
+            path.display(),
+            ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == name)
+                .map_or("", |(_, command)| command.trim_start_matches("portguard "))
+        ));
+    }
+    let summary = format!("aliases {}", added.join(", "));
+    Ok(Change {
+        after: config.render(),
+        before: config.original.clone(),
+        path: config.path,
+        summary,
+    })
+}
+
+fn glue_change(
+    project: &Project,
+    config: &Config,
+    framework: Framework,
+    args: &InitArgs,
+    notes: &mut Vec<String>,
+) -> Result<Option<Change>> {
+    let path = project.package_root().join(&args.glue_path);
+    let before = read_optional(&path)?;
+    let after = templates::glue(
+        framework,
+        &config.host.value.to_string(),
+        config.preferred_port.value,
+    );
+    if before.as_ref().is_some_and(|text| *text != after) && !args.force {
+        notes.push(format!(
+            "`{}` exists and was left alone; `--force` regenerates it",
+            path.display()
+        ));
+        return Ok(None);
+    }
+    let summary = format!("{} startup glue", framework_name(framework));
+    Ok(Some(Change {
+        path,
+        before,
+        after,
+        summary,
+    }))
+}
+
+fn build_changes(project: &Project, force: bool, notes: &mut Vec<String>) -> Result<Vec<Change>> {
+    let existing_script = project
+        .package
+        .targets
+        .iter()
+        .find(|target| target.is_kind(TargetKind::CustomBuild))
+        .map(|target| target.src_path.clone().into_std_path_buf());
+    let dir = existing_script
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(project.package_root())
+        .to_owned();
+    let module_path = dir.join(templates::BUILD_MODULE_FILE);
+    let mut changes = Vec::new();
+    let before = read_optional(&module_path)?;
+    if before
+        .as_ref()
+        .is_some_and(|text| text != templates::BUILD_MODULE)
+        && !force
+    {
+        notes.push(format!(
+            "`{}` exists and was left alone; `--force` regenerates it",
+            module_path.display()
+        ));
+    } else {
+        changes.push(Change {
+            path: module_path,
+            before,
+            after: templates::BUILD_MODULE.to_owned(),
+            summary: "bakes the configured host and port into the binary at build time".to_owned(),
+        });
+    }
+    match existing_script {
+        // Never overwritten: the user adds the one line.
+        Some(script) => {
+            let text = read_optional(&script)?.unwrap_or_default();
+            if !text.contains(templates::BUILD_MODULE_FILE) {
+                notes.push(format!(
+                    "`{}` exists and was left alone: add this line at the start of its `fn main()`:\n    include!(\"{}\");\n(its `rerun-if-changed` lines make cargo rerun the script only when Cargo.toml or .env change, not on any change in the package)",
+                    script.display(),
+                    templates::BUILD_MODULE_FILE
+                ));
+            }
+        }
+        None => changes.push(Change {
+            path: project.package_root().join("build.rs"),
+            before: None,
+            after: templates::BUILD_SCRIPT.to_owned(),
+            summary: "runs portguard_build.rs".to_owned(),
+        }),
+    }
+    Ok(changes)
+}
+
+fn print_notes(notes: &[String]) {
+    for note in notes {
+        output::note(note);
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("    {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,89 @@
+//! The files `init` generates, kept as real Rust in `templates/` so they are read, reviewed and
+//! compiled like any other code, and filled in by plain substitution.
+
+use crate::cli::Framework;
+
+const STD: &str = include_str!("../../templates/glue/std.rs");
+const TOKIO: &str = include_str!("../../templates/glue/tokio.rs");
+const AXUM: &str = include_str!("../../templates/glue/axum.rs");
+const ACTIX_WEB: &str = include_str!("../../templates/glue/actix-web.rs");
+
+/// A block for a build script: `include!("portguard_build.rs");` runs it.
+pub const BUILD_MODULE: &str = include_str!("../../templates/build/portguard_build.rs");
+/// A whole build script that only runs the block.
+pub const BUILD_SCRIPT: &str = include_str!("../../templates/build/build.rs");
+/// The file name the block is written under, beside the build script.
+pub const BUILD_MODULE_FILE: &str = "portguard_build.rs";
+/// What the block needs to read Cargo.toml at build time.
+pub const BUILD_DEPENDENCY: (&str, &str) = ("toml", "1");
+
+/// The startup glue for `framework`, with the configured defaults baked in.
+#[must_use]
+pub fn glue(framework: Framework, host: &str, port: u16) -> String {
+    let template = match framework {
+        Framework::Std => STD,
+        Framework::Tokio => TOKIO,
+        Framework::Axum => AXUM,
+        Framework::ActixWeb => ACTIX_WEB,
+    };
+    template
+        .replace("@PORTGUARD_VERSION@", env!("CARGO_PKG_VERSION"))
+        .replace("@DEFAULT_HOST@", host)
+        .replace("@DEFAULT_PORT@", &port.to_string())
+}
+
+/// The lines a user adds to `main.rs` to use the glue.
+#[must_use]
+pub fn main_rs_lines(framework: Framework) -> &'static str {
+    match framework {
+        Framework::Std => {
+            "mod portguard;\n\
+             // in main(), instead of TcpListener::bind(...):\n\
+             let listener = portguard::listener()?;\n\
+             portguard::notify_ready();"
+        }
+        Framework::Tokio => {
+            "mod portguard;\n\
+             // in main(), instead of tokio::net::TcpListener::bind(...):\n\
+             let listener = portguard::listener().await?;\n\
+             portguard::notify_ready();\n\
+             // and stop accepting when portguard::shutdown_signal().await completes"
+        }
+        Framework::Axum => {
+            "mod portguard;\n\
+             // in main():\n\
+             let listener = portguard::listener().await?;\n\
+             portguard::notify_ready();\n\
+             axum::serve(listener, app).with_graceful_shutdown(portguard::shutdown_signal()).await?;"
+        }
+        Framework::ActixWeb => {
+            "mod portguard;\n\
+             // in main(), instead of .bind(...):\n\
+             let server = HttpServer::new(|| App::new() /* ... */).listen(portguard::listener()?)?.run();\n\
+             portguard::notify_ready();\n\
+             server.await"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for framework in [
+            Framework::Std,
+            Framework::Tokio,
+            Framework::Axum,
+            Framework::ActixWeb,
+        ] {
+            let text = glue(framework, "127.0.0.1", 5000);
+            assert!(
+                !text.contains('@'),
+                "{framework:?} glue keeps a placeholder:\n{text}"
+            );
+            assert!(text.contains("5000"), "{framework:?}");
+        }
+    }
+}
