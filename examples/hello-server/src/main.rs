@@ -1,49 +1,35 @@
 //! hello-server: the smallest server that plays well with portguard.
 //!
 //! Run it with `cargo serve-safe` from this folder, or on its own with
-//! `PORT=8080 cargo run`. It shows the two ways a server can get its port:
+//! `PORT=8080 cargo run`. Routes: `GET /health` answers `ok`, `GET /` a greeting.
 //!
-//! - `handoff = "env"` (portguard's default): portguard picks a free port and
-//!   sets `PORT` (and `PORTGUARD_HOST`); the server binds it itself.
-//! - `handoff = "socket"`: portguard binds the port and passes the listening
-//!   socket as file descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` set as in
-//!   systemd's socket activation. Nothing can take the port between portguard's
-//!   check and the server's start, and it stays open across a restart. Real
-//!   servers usually read this protocol with the `listenfd` crate.
+//! All it needs from portguard is in `src/portguard.rs`, which
+//! `cargo portguard init` writes (std only):
 //!
-//! Routes: `GET /health` answers `ok`, `GET /` a greeting.
+//! - `portguard::listener()` takes the listening socket portguard passes as
+//!   file descriptor 3 when `handoff = "socket"` (as in Cargo.toml here; the
+//!   systemd protocol, `LISTEN_FDS=1`), so nothing can take the port between
+//!   portguard's check and the server's start, and it stays open across a
+//!   restart. Otherwise (`handoff = "env"`, or a plain `cargo run`) it binds
+//!   `PORTGUARD_HOST`:`PORT`, by default 127.0.0.1:5000.
+//! - `portguard::notify_ready()` tells portguard the server is ready
+//!   (`READY=1` to `NOTIFY_SOCKET`).
 //!
 //! There is no signal handling: SIGTERM's default action ends the process,
 //! which is all a stateless server needs. A server with work to finish would
 //! catch SIGTERM and finish within portguard's `shutdown-timeout-ms`.
 
-use std::env;
+mod portguard;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::TcpStream;
 use std::process;
 use std::thread;
 use std::time::Duration;
 
-/// Where the listening socket came from, for the start-up line and greeting.
-#[derive(Clone, Copy)]
-enum Source {
-    Portguard,
-    SelfBound,
-}
-
-impl Source {
-    fn describe(self) -> &'static str {
-        match self {
-            Source::Portguard => "socket from portguard",
-            Source::SelfBound => "bound PORT itself",
-        }
-    }
-}
-
 fn main() {
-    let (listener, source) = match open_listener() {
-        Ok(found) => found,
+    let listener = match portguard::listener() {
+        Ok(listener) => listener,
         Err(err) => {
             eprintln!("hello-server: cannot listen: {err}");
             process::exit(1);
@@ -57,10 +43,10 @@ fn main() {
         }
     };
     println!(
-        "hello-server: listening on http://{addr} ({}), pid {}",
-        source.describe(),
+        "hello-server: listening on http://{addr}, pid {}",
         process::id()
     );
+    portguard::notify_ready();
 
     for stream in listener.incoming() {
         match stream {
@@ -68,7 +54,7 @@ fn main() {
             // cannot hold up the health check.
             Ok(stream) => {
                 thread::spawn(move || {
-                    if let Err(err) = handle(stream, source) {
+                    if let Err(err) = handle(stream) {
                         if !client_went_away(&err) {
                             eprintln!("hello-server: connection error: {err}");
                         }
@@ -80,47 +66,7 @@ fn main() {
     }
 }
 
-/// Takes the socket portguard passed, or binds `PORTGUARD_HOST`:`PORT`.
-fn open_listener() -> io::Result<(TcpListener, Source)> {
-    if socket_was_passed() {
-        // SAFETY: LISTEN_FDS=1 and a LISTEN_PID naming this process are the
-        // promise that fd 3 is an open listening socket meant for us alone,
-        // so taking ownership of it cannot close or alias anything else.
-        let listener = unsafe { TcpListener::from_raw_fd(3) };
-        return Ok((listener, Source::Portguard));
-    }
-
-    let host = env::var("PORTGUARD_HOST").unwrap_or_else(|_| "127.0.0.1".to_string());
-    let port = match env::var("PORT") {
-        Ok(value) => value.trim().parse::<u16>().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("PORT={value:?} is not a port number"),
-            )
-        })?,
-        Err(_) => 5000,
-    };
-    // A (host, port) pair accepts both "127.0.0.1" and "::1" as the host.
-    let listener = TcpListener::bind((host.as_str(), port)).map_err(|err| {
-        io::Error::new(err.kind(), format!("cannot bind {host} port {port}: {err}"))
-    })?;
-    Ok((listener, Source::SelfBound))
-}
-
-/// The systemd socket-activation check, as the `listenfd` crate does it.
-fn socket_was_passed() -> bool {
-    if env::var("LISTEN_FDS").as_deref() != Ok("1") {
-        return false;
-    }
-    // LISTEN_PID guards against a child inheriting the variables (and fd 3)
-    // from a parent that was given them.
-    match env::var("LISTEN_PID") {
-        Ok(pid) => pid.trim() == process::id().to_string(),
-        Err(_) => true,
-    }
-}
-
-fn handle(stream: TcpStream, source: Source) -> io::Result<()> {
+fn handle(stream: TcpStream) -> io::Result<()> {
     // Without a timeout a client that connects and says nothing would keep
     // its thread forever.
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -145,11 +91,7 @@ fn handle(stream: TcpStream, source: Source) -> io::Result<()> {
         ("GET" | "HEAD", "/health") => ("200 OK", "ok\n".to_string()),
         ("GET" | "HEAD", "/") => (
             "200 OK",
-            format!(
-                "Hello from hello-server, pid {} ({}).\n",
-                process::id(),
-                source.describe()
-            ),
+            format!("Hello from hello-server, pid {}.\n", process::id()),
         ),
         ("GET" | "HEAD", _) => ("404 Not Found", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
