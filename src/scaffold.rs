@@ -53,11 +53,9 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         env_change(&project, ".env.example", &config, dotfiles::env_example)?,
         env_change(&project, ".env", &config, dotfiles::env_file)?,
         aliases_change(&project)?,
-        text_change(
-            project.workspace_root.join(".gitignore"),
-            "`.portguard/`",
-            dotfiles::gitignore,
-        )?,
+        text_change(project.workspace_root.join(".gitignore"), |existing| {
+            (dotfiles::gitignore(existing), "`.portguard/`".to_owned())
+        })?,
     ];
     changes.extend(glue_change(&project, &config, framework, args, &mut notes)?);
     if args.build_rs {
@@ -143,7 +141,8 @@ fn detect_framework(project: &Project) -> Framework {
             .package
             .dependencies
             .iter()
-            .any(|dep| dep.name == name)
+            // A dev-dependency (tokio for tests, say) is not what the server runs on.
+            .any(|dep| dep.name == name && dep.kind == cargo_metadata::DependencyKind::Normal)
     };
     if depends_on("actix-web") {
         Framework::ActixWeb
@@ -265,25 +264,26 @@ fn env_change(
         max_attempts: config.max_attempts.value,
         check_timeout_ms: config.check_timeout.value.as_millis(),
     };
-    text_change(
-        project.package_root().join(file),
-        "PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT",
-        |existing| update(existing, &defaults),
-    )
+    text_change(project.package_root().join(file), |existing| {
+        let summary = dotfiles::missing_keys(existing).join(", ");
+        (update(existing, &defaults), summary)
+    })
 }
 
-/// A plain text file changed by `update`, given its current text.
+/// A plain text file changed by `update`, which gets its current text and returns the new
+/// text and what changed, for people.
 fn text_change(
     path: PathBuf,
-    summary: &str,
-    update: impl FnOnce(Option<&str>) -> String,
+    update: impl FnOnce(Option<&str>) -> (String, String),
 ) -> Result<Change> {
     let before = read_optional(&path)?;
+    let (after, summary) = update(before.as_deref());
+    let after = manifest::same_line_endings(before.as_deref(), after);
     Ok(Change {
-        after: update(before.as_deref()),
-        before,
         path,
-        summary: summary.to_owned(),
+        before,
+        after,
+        summary,
     })
 }
 

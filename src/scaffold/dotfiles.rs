@@ -51,6 +51,21 @@ pub fn env_file(existing: Option<&str>, defaults: &EnvDefaults) -> String {
     append_missing(existing, header, defaults, true)
 }
 
+/// The seed's keys that `existing` does not mention yet.
+#[must_use]
+pub fn missing_keys(existing: Option<&str>) -> Vec<&'static str> {
+    let text = existing.unwrap_or_default();
+    [
+        "PORT",
+        "FALLBACK_PORTS",
+        "MAX_PORT_ATTEMPTS",
+        "PORT_CHECK_TIMEOUT",
+    ]
+    .into_iter()
+    .filter(|key| !mentions(text, key))
+    .collect()
+}
+
 fn append_missing(
     existing: Option<&str>,
     header: &str,

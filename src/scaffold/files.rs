@@ -63,8 +63,8 @@ pub fn apply(changes: &[Change]) -> Result<()> {
         }
     };
     let mut done: Vec<&Change> = Vec::new();
-    for (change, temp) in changes.iter().zip(staged) {
-        if let Err(error) = temp.persist(&change.path) {
+    for (change, (temp, target)) in changes.iter().zip(staged) {
+        if let Err(error) = temp.persist(&target) {
             // Renames rarely fail once the files are written; put back what was renamed.
             for earlier in done {
                 restore(earlier);
@@ -81,10 +81,11 @@ pub fn apply(changes: &[Change]) -> Result<()> {
 fn stage(
     changes: &[Change],
     created_dirs: &mut Vec<PathBuf>,
-) -> Result<Vec<tempfile::NamedTempFile>> {
+) -> Result<Vec<(tempfile::NamedTempFile, PathBuf)>> {
     let mut staged = Vec::new();
     for change in changes {
-        let dir = change.path.parent().unwrap_or(Path::new("."));
+        let target = write_target(&change.path)?;
+        let dir = target.parent().unwrap_or(Path::new("."));
         if !dir.exists() {
             let first_missing = dir
                 .ancestors()
@@ -106,15 +107,27 @@ fn stage(
                 )
             })?;
         // A new file gets the usual mode, an existing one keeps its own.
-        let mode = fs::metadata(&change.path).map_or(0o644, |meta| meta.permissions().mode());
+        let mode = fs::metadata(&target).map_or(0o644, |meta| meta.permissions().mode());
         temp.as_file()
             .set_permissions(Permissions::from_mode(mode))
             .and_then(|()| temp.write_all(change.after.as_bytes()))
             .and_then(|()| temp.as_file().sync_all())
             .with_context(|| format!("could not write `{}`", change.path.display()))?;
-        staged.push(temp);
+        staged.push((temp, target));
     }
     Ok(staged)
+}
+
+/// Where the new text goes: a symbolic link (a `.env` shared between checkouts, say) is
+/// written through and stays a link; renaming over it would replace it with a copy.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    if is_link {
+        fs::canonicalize(path)
+            .with_context(|| format!("could not follow the link `{}`", path.display()))
+    } else {
+        Ok(path.to_owned())
+    }
 }
 
 fn restore(change: &Change) {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use toml_edit::{Array, DocumentMut, Item, Table, Value};
+use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
 /// A TOML file being edited: its path, its text as read, and the document.
 #[derive(Debug)]
@@ -48,10 +48,10 @@ impl LocalManifest {
         })
     }
 
-    /// The text as it would be written now.
+    /// The text as it would be written now, in the file's own line endings.
     #[must_use]
     pub fn render(&self) -> String {
-        self.doc.to_string()
+        same_line_endings(self.original.as_deref(), self.doc.to_string())
     }
 
     /// Adds `[package.metadata.portguard]` with those `settings` whose key is neither there
@@ -71,17 +71,24 @@ impl LocalManifest {
             table.set_implicit(true);
             Item::Table(table)
         });
+        // `metadata = { ... }` in [package] holds only inline values.
+        let metadata_inline = metadata.is_inline_table();
         let Some(metadata) = metadata.as_table_like_mut() else {
             return Vec::new();
         };
         let fresh = metadata.get("portguard").is_none();
         let portguard = metadata.entry("portguard").or_insert_with(|| {
+            if metadata_inline {
+                return Item::Value(Value::InlineTable(InlineTable::new()));
+            }
             let mut table = Table::new();
             table.decor_mut().set_prefix(
                 "\n# portguard: `cargo serve-safe` runs this server on a free port, one copy at a time.\n",
             );
             Item::Table(table)
         });
+        // A comment inside an inline table is not TOML.
+        let commented = !portguard.is_inline_table();
         let Some(portguard) = portguard.as_table_like_mut() else {
             return Vec::new();
         };
@@ -91,9 +98,11 @@ impl LocalManifest {
                 continue;
             }
             let mut value = setting.value.clone();
-            value
-                .decor_mut()
-                .set_suffix(format!("  # {}", setting.comment));
+            if commented {
+                value
+                    .decor_mut()
+                    .set_suffix(format!("  # {}", setting.comment));
+            }
             portguard.insert(setting.key, Item::Value(value));
             added.push(setting.key);
         }
@@ -149,6 +158,17 @@ impl LocalManifest {
             }
         }
         (added, conflicts)
+    }
+}
+
+/// `text` with CRLF line endings when `original` has them: the lines portguard adds must not
+/// be the only ones that differ, nor turn the rest of a Windows-edited file into LF.
+#[must_use]
+pub fn same_line_endings(original: Option<&str>, text: String) -> String {
+    if original.is_some_and(|original| original.contains("\r\n")) {
+        text.replace("\r\n", "\n").replace('\n', "\r\n")
+    } else {
+        text
     }
 }
 

@@ -51,33 +51,47 @@
         .map_err(|err| err.to_string())
         .and_then(|text| text.parse().map_err(|err: toml::de::Error| err.to_string()))
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", manifest_path.display()));
-    let table = manifest
+    let package_table = manifest
         .get("package")
         .and_then(|package| package.get("metadata"))
-        .and_then(|metadata| metadata.get("portguard"));
-    let bad_manifest = |key: &str, value: &toml::Value, expected: &str| -> ! {
-        panic!(
-            "{}: invalid value `{value}` for `package.metadata.portguard.{key}`: \
-             expected {expected}",
-            manifest_path.display()
-        )
+        .and_then(|metadata| metadata.get("portguard"))
+        .cloned();
+    // `[workspace.metadata.portguard]` of the enclosing workspace gives what the package
+    // leaves out, as it does for portguard: the nearest Cargo.toml above with a `workspace`.
+    let workspace = dir.ancestors().skip(1).find_map(|parent| {
+        let path = parent.join("Cargo.toml");
+        let table: toml::Table = std::fs::read_to_string(&path).ok()?.parse().ok()?;
+        let workspace = table.get("workspace")?;
+        println!("cargo:rerun-if-changed={}", path.display());
+        let settings = workspace.get("metadata").and_then(|m| m.get("portguard")).cloned();
+        Some((path, settings))
+    });
+    let setting = |key: &str| -> Option<(toml::Value, String)> {
+        let named = |path: &std::path::Path, table: &str| format!("`{table}.metadata.portguard.{key}` in {}", path.display());
+        if let Some(value) = package_table.as_ref().and_then(|table| table.get(key)) {
+            return Some((value.clone(), named(&manifest_path, "package")));
+        }
+        let (path, settings) = workspace.as_ref()?;
+        let value = settings.as_ref()?.get(key)?;
+        Some((value.clone(), named(path, "workspace")))
     };
-    let mut host = match table.and_then(|table| table.get("host")) {
+    let bad_manifest = |value: &toml::Value, source: &str, expected: &str| -> ! {
+        panic!("invalid value `{value}` for {source}: expected {expected}")
+    };
+    let mut host = match setting("host") {
         None => "127.0.0.1".to_owned(),
-        Some(value) => value
+        Some((value, source)) => value
             .as_str()
             .and_then(portguard_host)
-            .unwrap_or_else(|| bad_manifest("host", value, "an IP address such as 127.0.0.1")),
+            .unwrap_or_else(|| bad_manifest(&value, &source, "an IP address such as 127.0.0.1")),
     };
-    let mut port: u16 = match table.and_then(|table| table.get("preferred-port")) {
+    let mut port: u16 = match setting("preferred-port") {
         None => 5000,
-        Some(value) => value
+        Some((value, source)) => value
             .as_integer()
             .and_then(|port| u16::try_from(port).ok())
             .filter(|&port| port != 0)
-            .unwrap_or_else(|| {
-                bad_manifest("preferred-port", value, "a port number from 1 to 65535")
-            }),
+            .unwrap_or_else(|| bad_manifest(&value, &source, "a port number from 1 to 65535")),
     };
 
     println!("cargo:rerun-if-changed=Cargo.toml");
