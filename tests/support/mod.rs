@@ -1216,3 +1216,237 @@ fn processes_inside(dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// `cargo portguard init`: input projects from tests/fixtures/init, whole-tree
+// snapshots to prove what init did or did not touch, and `cargo` run as a
+// user runs it, with the test binaries as its subcommands.
+
+/// The target dir kept under `CARGO_TARGET_TMPDIR` for the projects of one
+/// slow test, so that their dependencies compile once, not at every run.
+pub fn kept_target_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+impl TestProject {
+    /// A copy of tests/fixtures/init/NAME (a package, or a workspace, before
+    /// `init`), building into `<root>/target`, so its Rust sources may change.
+    pub fn init_fixture(name: &str) -> Self {
+        Self::copy_of(&format!("init/{name}"), "").own_target_dir()
+    }
+
+    /// Builds into `dir` instead (say, `kept_target_dir`): only for a project
+    /// that no other test builds into `dir` at the same time.
+    pub fn with_target_dir(mut self, dir: PathBuf) -> Self {
+        self.target_dir = dir;
+        self
+    }
+
+    /// `cargo-portguard init ARGS`, run to its end.
+    pub fn init(&self, args: &[&str]) -> Finished {
+        let mut all = vec!["init"];
+        all.extend_from_slice(args);
+        self.run_portguard(&all)
+    }
+
+    /// Every file, folder and symlink under the temp dir (`target` folders
+    /// left out), with the bytes and time of each file.
+    pub fn tree(&self) -> Tree {
+        Tree::of(self.dir.path())
+    }
+
+    /// `cargo ARGS` as a user runs it in the package root: the real cargo,
+    /// with `CARGO` removed and the folder of the test binaries first on
+    /// PATH, so that `cargo serve-safe`, `cargo portguard` and the aliases
+    /// `init` writes reach the binaries under test.
+    pub fn user_cargo(&self, args: &[&str]) -> Command {
+        let mut command = self.command(cargo_bin(), args);
+        let mut path = vec![test_bin_dir()];
+        path.extend(std::env::var_os("PATH").map_or_else(Vec::new, |path| {
+            std::env::split_paths(&path).collect::<Vec<_>>()
+        }));
+        command.env_remove("CARGO").env(
+            "PATH",
+            std::env::join_paths(path).expect("PATH entries hold no separator"),
+        );
+        command
+    }
+}
+
+/// The folder of `cargo-serve-safe` and `cargo-portguard` under test.
+pub fn test_bin_dir() -> PathBuf {
+    serve_safe_bin()
+        .parent()
+        .expect("a binary is in a folder")
+        .to_path_buf()
+}
+
+/// One entry of a `Tree`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEntry {
+    Dir,
+    File {
+        bytes: Vec<u8>,
+        modified: std::time::SystemTime,
+    },
+    Symlink(PathBuf),
+}
+
+/// What a folder holds, by path relative to it; `target` folders left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree(pub std::collections::BTreeMap<PathBuf, TreeEntry>);
+
+impl Tree {
+    pub fn of(root: &Path) -> Self {
+        fn walk(
+            root: &Path,
+            dir: &Path,
+            entries: &mut std::collections::BTreeMap<PathBuf, TreeEntry>,
+        ) {
+            let listing =
+                fs::read_dir(dir).unwrap_or_else(|err| panic!("read {}: {err}", dir.display()));
+            for entry in listing {
+                let path = entry.expect("read folder entry").path();
+                let rel = path.strip_prefix(root).expect("below root").to_path_buf();
+                let meta = fs::symlink_metadata(&path).expect("metadata");
+                if meta.file_type().is_symlink() {
+                    let target = fs::read_link(&path).expect("read symlink");
+                    entries.insert(rel, TreeEntry::Symlink(target));
+                } else if meta.is_dir() {
+                    if rel.file_name() == Some(OsStr::new("target")) {
+                        continue;
+                    }
+                    entries.insert(rel, TreeEntry::Dir);
+                    walk(root, &path, entries);
+                } else {
+                    let bytes = fs::read(&path)
+                        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+                    let modified = meta.modified().expect("file time");
+                    entries.insert(rel, TreeEntry::File { bytes, modified });
+                }
+            }
+        }
+        let mut entries = std::collections::BTreeMap::new();
+        walk(root, root, &mut entries);
+        Tree(entries)
+    }
+
+    /// How `later` differs from this tree, one line a path ("added .env",
+    /// "changed Cargo.toml (bytes)", "changed .env (time only)"); empty when
+    /// nothing differs.
+    pub fn changes_to(&self, later: &Tree) -> Vec<String> {
+        let mut changes = Vec::new();
+        for (path, before) in &self.0 {
+            match later.0.get(path) {
+                None => changes.push(format!("removed {}", path.display())),
+                Some(after) if after == before => {}
+                Some(TreeEntry::File {
+                    bytes: after,
+                    modified: _,
+                }) if matches!(before, TreeEntry::File { bytes, .. } if bytes == after) => {
+                    changes.push(format!("changed {} (time only)", path.display()));
+                }
+                Some(after) => changes.push(format!(
+                    "changed {}: {} -> {}",
+                    path.display(),
+                    describe_entry(before),
+                    describe_entry(after)
+                )),
+            }
+        }
+        for (path, after) in &later.0 {
+            if !self.0.contains_key(path) {
+                changes.push(format!(
+                    "added {} ({})",
+                    path.display(),
+                    describe_entry(after)
+                ));
+            }
+        }
+        changes
+    }
+
+    /// The paths of the files in the tree, as `/`-separated strings.
+    pub fn files(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, entry)| matches!(entry, TreeEntry::File { .. }))
+            .map(|(path, _)| path.to_string_lossy().replace('\\', "/"))
+            .collect()
+    }
+}
+
+fn describe_entry(entry: &TreeEntry) -> String {
+    match entry {
+        TreeEntry::Dir => "folder".to_owned(),
+        TreeEntry::Symlink(target) => format!("symlink to {}", target.display()),
+        TreeEntry::File { bytes, .. } => match std::str::from_utf8(bytes) {
+            Ok(text) => format!("file {text:?}"),
+            Err(_) => format!("file of {} bytes", bytes.len()),
+        },
+    }
+}
+
+/// Sets the time of every file under `root` (`target` left out) to `time`,
+/// so that a later rewrite shows even where it wrote the same bytes within
+/// the file system's time resolution.
+pub fn set_file_times(root: &Path, time: std::time::SystemTime) {
+    for (rel, entry) in Tree::of(root).0 {
+        if let TreeEntry::File { .. } = entry {
+            fs::File::options()
+                .write(true)
+                .open(root.join(&rel))
+                .and_then(|file| file.set_modified(time))
+                .unwrap_or_else(|err| panic!("set the time of {}: {err}", rel.display()));
+        }
+    }
+}
+
+/// The lines of `original` that `edited` no longer has where they were (a
+/// line diff's deletions, line endings included); empty when the edit only
+/// inserted lines.
+pub fn deleted_lines(original: &str, edited: &str) -> Vec<String> {
+    similar::TextDiff::from_lines(original, edited)
+        .iter_all_changes()
+        .filter(|change| change.tag() == similar::ChangeTag::Delete)
+        .map(|change| change.value().to_owned())
+        .collect()
+}
+
+/// A unified diff from `before` (`None`: the file did not exist) to `after`,
+/// with the headers and context `git diff` uses for `path`.
+pub fn unified_diff(path: &str, before: Option<&str>, after: &str) -> String {
+    let old = if before.is_some() {
+        format!("a/{path}")
+    } else {
+        "/dev/null".to_owned()
+    };
+    similar::TextDiff::from_lines(before.unwrap_or_default(), after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&old, &format!("b/{path}"))
+        .to_string()
+}
+
+/// The port in portguard's ready line (`Running on http://HOST:PORT`) once
+/// `command` has printed it in full; panics with its stderr otherwise.
+pub fn ready_port<K: OnDrop>(command: &Spawned<K>, timeout: Duration) -> u16 {
+    let stderr = command
+        .wait_for_stderr(READY_LINE, timeout)
+        .unwrap_or_else(|stderr| panic!("no ready line within {timeout:?}; stderr:\n{stderr}"));
+    let start = stderr.find(READY_LINE).expect("found above") + READY_LINE.len();
+    assert!(
+        wait_until(Duration::from_secs(5), || command.stderr()[start..]
+            .contains('\n')),
+        "the ready line never ended: {}",
+        command.stderr()
+    );
+    let stderr = command.stderr();
+    let addr = stderr[start..]
+        .split_whitespace()
+        .next()
+        .expect("an address after `http://`");
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the ready line: {addr:?}"))
+}

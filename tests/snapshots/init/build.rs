@@ -1,0 +1,3 @@
+fn main() {
+    include!("portguard_build.rs");
+}
