@@ -15,6 +15,7 @@ pub mod os;
 pub mod output;
 pub mod port;
 pub mod project;
+pub mod reserve;
 pub mod scaffold;
 pub mod serve;
 pub mod signals;

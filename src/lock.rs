@@ -212,6 +212,9 @@ pub struct Record {
     /// The supervisor's grace period, which `stop` waits for before it takes over.
     #[serde(default)]
     pub shutdown_timeout_ms: u64,
+    /// The `env.<NAME>` table the instance was started with.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 /// What an earlier run left behind although its supervisor is gone.

@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::os;
+use crate::reserve::{Claim, Reservation, Reservations};
 
 /// Backlog of the real listening socket: the common server default (e.g. hyper, actix), large
 /// enough that a burst of browser connections during startup is not refused.
@@ -38,6 +39,8 @@ pub enum PortState {
     /// It cannot be bound for another reason (the host address is not on this machine, no file
     /// descriptors left, ...). The message says why.
     Unavailable(String),
+    /// Another portguard of this user holds it for a running instance (see [`crate::reserve`]).
+    Reserved { by: String },
 }
 
 impl PortState {
@@ -57,6 +60,7 @@ impl fmt::Display for PortState {
             } => write!(f, "busy: {holder}"),
             PortState::NotPermitted => f.write_str("not permitted"),
             PortState::Unavailable(why) => write!(f, "unavailable: {why}"),
+            PortState::Reserved { by } => write!(f, "reserved by {by}"),
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Selection {
     pub skipped: Vec<Skipped>,
     /// `port` came from the OS after all candidates failed.
     pub dynamic: bool,
+    /// This user's reservation of `port`, to hold for as long as the instance runs.
+    pub reservation: Option<Reservation>,
 }
 
 /// No candidate was free (and no OS-assigned port either, if that was allowed).
@@ -164,6 +170,7 @@ pub fn select(
     candidates: &[u16],
     dynamic: bool,
     keep_socket: bool,
+    reservations: Option<&Reservations>,
 ) -> Result<Selection, NoFreePort> {
     let mut skipped = Vec::new();
     let mut tried = HashSet::new();
@@ -173,9 +180,9 @@ pub fn select(
         if !tried.insert(port) {
             continue;
         }
-        match bind_checked(host, port) {
-            Ok(listener) => {
-                chosen = Some((port, listener, false));
+        match reserve_and_bind(host, port, reservations) {
+            Ok((listener, reservation)) => {
+                chosen = Some((port, listener, false, reservation));
                 break;
             }
             Err(state) => skipped.push(Skipped { port, state }),
@@ -195,9 +202,9 @@ pub fn select(
             if !tried.insert(port) {
                 continue;
             }
-            match bind_checked(host, port) {
-                Ok(listener) => {
-                    chosen = Some((port, listener, true));
+            match reserve_and_bind(host, port, reservations) {
+                Ok((listener, reservation)) => {
+                    chosen = Some((port, listener, true, reservation));
                     break;
                 }
                 Err(state) => skipped.push(Skipped { port, state }),
@@ -208,14 +215,45 @@ pub fn select(
     // One look at the process table for all busy ports, not one per port.
     fill_holders(&mut skipped);
     match chosen {
-        Some((port, listener, dynamic)) => Ok(Selection {
+        Some((port, listener, dynamic, reservation)) => Ok(Selection {
             port,
             listener: keep_socket.then_some(listener),
             skipped,
             dynamic,
+            reservation,
         }),
         None => Err(NoFreePort { skipped }),
     }
+}
+
+/// The reservation first (a lock, no traffic), then the bind: a port another portguard holds is
+/// skipped even when its server has not bound it yet.
+fn reserve_and_bind(
+    host: IpAddr,
+    port: u16,
+    reservations: Option<&Reservations>,
+) -> Result<(TcpListener, Option<Reservation>), PortState> {
+    let reservation = match reservations.map(|r| r.claim(port)).transpose() {
+        Ok(Some(Claim::Taken(by))) => return Err(PortState::Reserved { by }),
+        Ok(Some(Claim::Ours(reservation))) => Some(reservation),
+        Ok(None) => None,
+        Err(error) => {
+            return Err(PortState::Unavailable(format!(
+                "cannot reserve it: {error}"
+            )));
+        }
+    };
+    // A port that turns out busy is given back at once, by dropping the reservation.
+    bind_checked(host, port).map(|listener| (listener, reservation))
+}
+
+/// Who of this user's portguards holds `port` now, from the default per-user folder.
+#[must_use]
+pub fn reservation_holder(port: u16) -> Option<String> {
+    let dir =
+        crate::lock::user_dir(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from))
+            .ok()?;
+    crate::reserve::holder(&dir, port)
 }
 
 /// The passed-over candidates in one line: `5000 busy: pid 4242 `node server.js`; 5001 busy;
@@ -393,7 +431,7 @@ mod tests {
     fn free_port_is_free_and_taken() {
         let port = free_port();
         assert_eq!(check(LOCALHOST, port), PortState::Free);
-        let selection = select(LOCALHOST, &[port], false, true).expect("select");
+        let selection = select(LOCALHOST, &[port], false, true, None).expect("select");
         assert_eq!(selection.port, port);
         assert!(!selection.dynamic);
         assert!(selection.skipped.is_empty());
@@ -431,7 +469,7 @@ mod tests {
         };
         let state = check(LOCALHOST, port);
         assert!(is_busy(&state), "{state:?}");
-        let error = select(LOCALHOST, &[port], false, false).expect_err("busy on ::1");
+        let error = select(LOCALHOST, &[port], false, false, None).expect_err("busy on ::1");
         assert_eq!(error.skipped.len(), 1);
     }
 
@@ -471,7 +509,7 @@ mod tests {
     fn busy_preferred_falls_back() {
         let (_listener, busy) = busy_listener();
         let free = free_port();
-        let selection = select(LOCALHOST, &[busy, free], true, false).expect("select");
+        let selection = select(LOCALHOST, &[busy, free], true, false, None).expect("select");
         assert_eq!(selection.port, free);
         assert!(!selection.dynamic);
         assert!(selection.listener.is_none());
@@ -489,7 +527,7 @@ mod tests {
     fn all_busy_dynamic_takes_an_os_port() {
         let listeners: Vec<_> = (0..3).map(|_| busy_listener()).collect();
         let ports: Vec<u16> = listeners.iter().map(|(_, p)| *p).collect();
-        let selection = select(LOCALHOST, &ports, true, true).expect("select");
+        let selection = select(LOCALHOST, &ports, true, true, None).expect("select");
         assert!(selection.dynamic);
         assert!(!ports.contains(&selection.port));
         assert_eq!(selection.skipped.len(), 3);
@@ -501,7 +539,7 @@ mod tests {
     fn all_busy_without_dynamic_is_an_error_naming_each_port() {
         let listeners: Vec<_> = (0..3).map(|_| busy_listener()).collect();
         let ports: Vec<u16> = listeners.iter().map(|(_, p)| *p).collect();
-        let error = select(LOCALHOST, &ports, false, false).expect_err("all busy");
+        let error = select(LOCALHOST, &ports, false, false, None).expect_err("all busy");
         assert_eq!(error.skipped.len(), 3);
         let message = error.to_string();
         assert!(message.starts_with("no free port: "), "{message}");
@@ -513,22 +551,22 @@ mod tests {
     #[test]
     fn duplicate_candidates_are_tried_once() {
         let (_listener, busy) = busy_listener();
-        let error = select(LOCALHOST, &[busy, busy, busy], false, false).expect_err("busy");
+        let error = select(LOCALHOST, &[busy, busy, busy], false, false, None).expect_err("busy");
         assert_eq!(error.skipped.len(), 1);
     }
 
     #[test]
     fn no_candidates() {
-        let error = select(LOCALHOST, &[], false, false).expect_err("nothing to try");
+        let error = select(LOCALHOST, &[], false, false, None).expect_err("nothing to try");
         assert_eq!(error.to_string(), "no free port: no port to try");
-        let selection = select(LOCALHOST, &[], true, false).expect("dynamic");
+        let selection = select(LOCALHOST, &[], true, false, None).expect("dynamic");
         assert!(selection.dynamic);
     }
 
     #[test]
     fn kept_socket_accepts_a_connection() {
         let port = free_port();
-        let selection = select(LOCALHOST, &[port], false, true).expect("select");
+        let selection = select(LOCALHOST, &[port], false, true, None).expect("select");
         let listener = selection.listener.expect("kept socket");
         let client = TcpStream::connect((LOCALHOST, port)).expect("connect");
         let (_server, peer) = listener.accept().expect("accept");
@@ -538,7 +576,7 @@ mod tests {
     #[test]
     fn released_port_can_be_bound_again() {
         let port = free_port();
-        let selection = select(LOCALHOST, &[port], false, false).expect("select");
+        let selection = select(LOCALHOST, &[port], false, false, None).expect("select");
         assert!(selection.listener.is_none());
         TcpListener::bind((LOCALHOST, port)).expect("port released");
     }
@@ -546,7 +584,7 @@ mod tests {
     #[test]
     fn kept_socket_excludes_a_second_bind() {
         let port = free_port();
-        let selection = select(LOCALHOST, &[port], false, true).expect("select");
+        let selection = select(LOCALHOST, &[port], false, true, None).expect("select");
         assert!(selection.listener.is_some());
         assert!(TcpListener::bind((LOCALHOST, port)).is_err());
         assert!(is_busy(&check(LOCALHOST, port)));
@@ -575,7 +613,7 @@ mod tests {
         let host: IpAddr = "192.0.2.1".parse().expect("ip");
         let port = free_port();
         assert!(matches!(check(host, port), PortState::Unavailable(_)));
-        let error = select(host, &[port], true, false).expect_err("host not local");
+        let error = select(host, &[port], true, false, None).expect_err("host not local");
         assert_eq!(error.skipped.len(), 2);
         assert_eq!(error.skipped[1].port, 0);
         assert!(
@@ -690,7 +728,7 @@ mod tests {
         let listeners: Vec<_> = (0..10).map(|_| busy_listener()).collect();
         let ports: Vec<u16> = listeners.iter().map(|(_, p)| *p).collect();
         let started = Instant::now();
-        let selection = select(LOCALHOST, &ports, true, false).expect("select");
+        let selection = select(LOCALHOST, &ports, true, false, None).expect("select");
         let with_holders = started.elapsed();
         assert_eq!(selection.skipped.len(), 10);
         assert!(selection.dynamic);

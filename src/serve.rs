@@ -14,6 +14,7 @@ use crate::lock::{self, Acquired, InstanceLock, Record, StateDir};
 use crate::os;
 use crate::port;
 use crate::project::{self, Project, Target};
+use crate::reserve::Reservations;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
 use crate::{detach, output, stop};
 
@@ -143,11 +144,15 @@ fn serve_planned(
     );
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
+    let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
+    let owner = format!("`{instance}` in {}", plan.project.workspace_root.display());
+    let reservations = Reservations::new(runtime.clone(), owner);
     let selection = port::select(
         config.host.value,
         &config.candidates(),
         config.dynamic_port.value,
         socket_handoff,
+        Some(&reservations),
     )
     .map_err(|error| Exit {
         code: exit_codes::FAILURE,
@@ -156,8 +161,9 @@ fn serve_planned(
             config.max_attempts.value
         ),
     })?;
+    // Held until the instance ends, so no other start takes the port meanwhile.
+    let _reservation = selection.reservation;
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
-    let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
     sweep_notify_sockets(&runtime);
     launch.notify_socket = Some(runtime.join(format!("notify-{}.sock", std::process::id())));
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
@@ -275,6 +281,7 @@ fn new_record(plan: &Plan, port: u16) -> Record {
         health_path: config.health_path.value.clone(),
         check_timeout_ms: millis(config.check_timeout.value),
         shutdown_timeout_ms: millis(config.shutdown_timeout.value),
+        environment: config.env_name.as_ref().map(|name| name.value.clone()),
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Running {
     pub started_at: String,
     pub uptime_secs: u64,
     pub health: Health,
+    /// The `env.<NAME>` table it runs with; absent for the default environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,6 +132,7 @@ fn running(record: &Record, probe: bool) -> Running {
         started_at: record.started_at.clone(),
         uptime_secs: uptime.as_secs(),
         health,
+        environment: record.environment.clone(),
     }
 }
 
@@ -204,11 +208,15 @@ fn describe(entry: &Entry) -> String {
     let name = &entry.instance;
     match (&entry.state, &entry.running) {
         (State::Running, Some(run)) => format!(
-            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff\n  {}, up {}, health: {}\n",
+            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff{}\n  {}, up {}, health: {}\n",
             run.pid,
             run.supervisor_pid,
             run.port,
             run.handoff,
+            run.environment
+                .as_ref()
+                .map(|env| format!(", environment `{env}`"))
+                .unwrap_or_default(),
             run.url,
             humantime::format_duration(Duration::from_secs(run.uptime_secs)),
             serde_json::to_value(run.health)

@@ -325,3 +325,28 @@ fn status_runs_no_cargo() {
     let finished = run_within(command, COMMAND_TIMEOUT);
     assert_eq!(finished.code(), Some(0), "{}", finished.describe());
 }
+
+#[test]
+fn an_environment_picks_its_port_range_and_shows_in_status() {
+    let project = TestProject::fixture();
+    let (_held, busy) = hold_port();
+    let free = free_port();
+    // The `ci` table moves the server into a range; its first port is busy, so the second.
+    let range_start = busy.min(free);
+    project.set_metadata(&format!(
+        "preferred-port = {busy}\nfallback-ports = []\nmax-attempts = 1\ndynamic-port = false\n\n\
+         [package.metadata.portguard.env.ci]\npreferred-port = {busy}\nport-range = \"{range_start}-{}\"\nmax-attempts = 70000",
+        range_start.max(free)
+    ));
+    let (_server, ready) = start(&project, &["--env", "ci"]);
+    assert_ne!(ready.port, busy, "{}", ready.line);
+    let (code, json, finished) = status_json(&project, &[]);
+    assert_eq!(code, Some(0), "{}", finished.describe());
+    assert_eq!(json["instances"][0]["environment"], "ci", "{json}");
+    let text = project.run_portguard(&["status"]);
+    assert!(
+        text.stdout.contains("environment `ci`"),
+        "{}",
+        text.describe()
+    );
+}

@@ -1,0 +1,123 @@
+//! Per-user port reservations: an OS-locked file per port in the per-user folder, held for as
+//! long as the instance runs. In env handoff the server binds its port a moment after portguard
+//! checked it; the reservation makes every other portguard of this user, in any project, skip
+//! that port in the meantime, so no two starts ever get the same port.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// Where reservations live, and who this portguard is, for others' messages.
+#[derive(Debug, Clone)]
+pub struct Reservations {
+    dir: PathBuf,
+    owner: String,
+}
+
+/// A port this process holds; dropping it (or dying) gives the port back.
+#[derive(Debug)]
+pub struct Reservation {
+    pub port: u16,
+    _file: File,
+}
+
+/// The answer of [`Reservations::claim`].
+#[derive(Debug)]
+pub enum Claim {
+    Ours(Reservation),
+    /// Another portguard holds it; who, as it wrote.
+    Taken(String),
+}
+
+impl Reservations {
+    /// Reservations in `dir` (the per-user folder), made by `owner` (such as
+    /// "`api` in /src/shop").
+    #[must_use]
+    pub fn new(dir: PathBuf, owner: String) -> Self {
+        Reservations { dir, owner }
+    }
+
+    /// Takes `port` if no other portguard holds it. Never waits.
+    ///
+    /// # Errors
+    /// When the reservation file cannot be opened or locked for another reason than contention.
+    pub fn claim(&self, port: u16) -> std::io::Result<Claim> {
+        let mut file = open(&path(&self.dir, port))?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => return Ok(Claim::Taken(read_owner(&mut file))),
+            Err(fs4::TryLockError::Error(error)) => return Err(error),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(self.owner.as_bytes())?;
+        Ok(Claim::Ours(Reservation { port, _file: file }))
+    }
+}
+
+/// Who holds `port` in `dir`, if anyone does now.
+#[must_use]
+pub fn holder(dir: &Path, port: u16) -> Option<String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path(dir, port))
+        .ok()?;
+    match fs4::FileExt::try_lock_shared(&file) {
+        Err(fs4::TryLockError::WouldBlock) => Some(read_owner(&mut file)),
+        _ => None,
+    }
+}
+
+fn path(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!("port-{port}.lock"))
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+fn read_owner(file: &mut File) -> String {
+    let mut owner = String::new();
+    let _ = file.rewind().and_then(|()| file.read_to_string(&mut owner));
+    if owner.trim().is_empty() {
+        "another portguard".to_owned()
+    } else {
+        owner.trim().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_port_is_taken_for_everyone_else_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Reservations::new(dir.path().to_owned(), "`api` in /src/shop".to_owned());
+        let second = Reservations::new(dir.path().to_owned(), "`web` in /src/blog".to_owned());
+        let Claim::Ours(held) = first.claim(4100).unwrap() else {
+            panic!("a fresh port is free")
+        };
+        match second.claim(4100).unwrap() {
+            Claim::Taken(by) => assert_eq!(by, "`api` in /src/shop"),
+            Claim::Ours(_) => panic!("two reservations of one port"),
+        }
+        assert_eq!(
+            holder(dir.path(), 4100).as_deref(),
+            Some("`api` in /src/shop")
+        );
+        assert!(holder(dir.path(), 4101).is_none());
+        drop(held);
+        assert!(holder(dir.path(), 4100).is_none());
+        assert!(matches!(second.claim(4100).unwrap(), Claim::Ours(_)));
+    }
+}

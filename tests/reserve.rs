@@ -1,0 +1,88 @@
+//! Per-user port reservations: no two starts get the same port, even in env handoff where the
+//! server binds its port a moment after portguard chose it.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn a_port_chosen_for_a_server_still_starting_is_skipped_by_other_projects() {
+    let first = TestProject::fixture();
+    let port = first.set_metadata_on_free_port("");
+    let fallback = free_port();
+    // The first server takes three seconds to bind: without a reservation the port looks free.
+    let _slow = first.serve(&["--", "--delay-ms", "3000"]);
+    assert!(
+        wait_until(READY_TIMEOUT, || first
+            .read_json(FIXTURE_INSTANCE)
+            .is_some()),
+        "the first start never recorded itself"
+    );
+
+    let second = TestProject::fixture();
+    second.set_metadata(&format!(
+        "preferred-port = {port}\nfallback-ports = [{fallback}]"
+    ));
+    let running = second.serve(&[]);
+    let ready = ready(&second, &running);
+    assert_eq!(ready.port, fallback, "{}", ready.line);
+    assert!(
+        ready
+            .line
+            .contains(&format!("{port} reserved by `fixture-server` in ")),
+        "{}",
+        ready.line
+    );
+}
+
+#[test]
+fn fifty_simultaneous_starts_preferring_one_port_get_fifty_ports_that_answer() {
+    const STARTS: usize = 50;
+    let project = TestProject::fixture();
+    let port = free_port().min(65_000);
+    project.set_metadata(&format!(
+        "preferred-port = {port}\nfallback-ports = []\nport-range = \"{port}-{}\"\nmax-attempts = 300",
+        port + 299
+    ));
+    let children: Vec<_> = (0..STARTS)
+        .map(|n| {
+            let mut command = project.serve_safe(&["--detach", "--instance", &format!("copy-{n}")]);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.spawn().expect("start cargo-serve-safe")
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for (n, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().expect("wait for cargo-serve-safe");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "start {n} failed:\n{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let port: u16 = stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("start {n}: {stdout:?}"));
+        ports.push((n, port));
+    }
+    let mut distinct: Vec<u16> = ports.iter().map(|&(_, port)| port).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), STARTS, "a port was given twice: {ports:?}");
+    for (n, port) in ports {
+        let info = info(port);
+        assert_eq!(
+            info["portguard_instance"],
+            format!("copy-{n}"),
+            "port {port}: {info}"
+        );
+    }
+    let stopped = project.run_portguard(&["stop", "--all"]);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+    assert!(
+        project
+            .wait_until_no_process_left(Duration::from_secs(30))
+            .is_ok()
+    );
+}
