@@ -36,6 +36,8 @@ pub fn portguard_main(args: Vec<OsString>) -> i32 {
         PortguardCommand::Restart(args) => stop::restart(common, args, vars),
         PortguardCommand::Logs(args) => logs::logs(common, args, vars),
         PortguardCommand::Init(args) => scaffold::init(common, args, vars),
+        PortguardCommand::Ports(args) => crate::ports::ports(common, args, vars),
+        PortguardCommand::Config(args) => crate::config::report::config(common, args, vars),
     })
 }
 

@@ -62,6 +62,10 @@ pub enum PortguardCommand {
     Logs(LogsArgs),
     /// Add portguard to a server package: config, .env, cargo aliases, startup glue
     Init(InitArgs),
+    /// Show the candidate ports, who holds the busy ones, and which one would be used
+    Ports(PortsArgs),
+    /// Show the effective configuration and where each value comes from
+    Config(ConfigArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -136,6 +140,34 @@ pub struct LogsArgs {
     /// Keep printing what the server writes, until it stops
     #[arg(short, long)]
     pub follow: bool,
+}
+
+/// `ports`: the candidates of the configuration `run` would use with the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct PortsArgs {
+    /// Port to try first, as with `run --port`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Apply the env.NAME table, as with `run --env`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `config`: the configuration `run` would use with the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Port to try first, as with `run --port`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Apply the env.NAME table, as with `run --env`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options every command takes, spelled as cargo spells them.
@@ -224,9 +256,21 @@ pub struct RunArgs {
     /// With --detach, print one JSON object (a status entry) instead of the port
     #[arg(long, requires = "detach")]
     pub json: bool,
+    /// Run N copies of the server accepting on one socket (socket handoff only; default: 1)
+    #[arg(long, value_name = "N", value_parser = parse_replicas)]
+    pub replicas: Option<u32>,
     /// Arguments for the server itself
     #[arg(last = true, value_name = "SERVER_ARGS")]
     pub server_args: Vec<OsString>,
+}
+
+/// `--replicas N`: at least one server.
+fn parse_replicas(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("0 replicas would run no server: use 1 or more".to_owned()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("`{text}` is not a number of replicas (such as 2)")),
+    }
 }
 
 /// Seconds as a user writes them: `10`, `0.5`.

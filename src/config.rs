@@ -12,6 +12,7 @@
 
 mod dotenv;
 mod layer;
+pub mod report;
 #[cfg(test)]
 mod tests;
 mod value;

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod os;
 pub mod output;
 pub mod port;
+pub mod ports;
 pub mod project;
 pub mod reserve;
 pub mod scaffold;

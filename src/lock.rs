@@ -126,12 +126,9 @@ impl StateDir {
 /// # Errors
 /// When it cannot be created or belongs to another user.
 pub fn user_dir(xdg_runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
-    let uid = rustix::process::geteuid().as_raw();
-    let path = match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
-        Some(dir) => dir.join("portguard"),
-        None => std::env::temp_dir().join(format!("portguard-{uid}")),
+    let dir = StateDir {
+        path: user_dir_path(xdg_runtime_dir),
     };
-    let dir = StateDir { path };
     dir.create()?;
     // Others must not plant sockets or reservations here.
     fs::set_permissions(
@@ -140,6 +137,17 @@ pub fn user_dir(xdg_runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
     )
     .with_context(|| format!("could not make `{}` private", dir.path().display()))?;
     Ok(dir.path)
+}
+
+/// Where [`user_dir`] is, without creating it (for readers such as `ports`).
+#[must_use]
+pub fn user_dir_path(xdg_runtime_dir: Option<PathBuf>) -> PathBuf {
+    match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
+        Some(dir) => dir.join("portguard"),
+        None => {
+            std::env::temp_dir().join(format!("portguard-{}", rustix::process::geteuid().as_raw()))
+        }
+    }
 }
 
 /// Instance names become file names: keep them to a safe alphabet.
@@ -215,6 +223,10 @@ pub struct Record {
     /// The `env.<NAME>` table the instance was started with.
     #[serde(default)]
     pub environment: Option<String>,
+    /// With `--replicas N` (N > 1): the pids of the replicas now running, in replica order
+    /// (`pid` is the first of them); absent for a single server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<u32>,
 }
 
 /// What an earlier run left behind although its supervisor is gone.

@@ -212,8 +212,8 @@ pub fn select(
         }
     }
 
-    // One look at the process table for all busy ports, not one per port.
-    fill_holders(&mut skipped);
+    // Who holds the busy ports is for messages, and costs a look at the process table: the
+    // caller asks with `fill_holders` when it prints them, off the path to a running server.
     match chosen {
         Some((port, listener, dynamic, reservation)) => Ok(Selection {
             port,
@@ -244,15 +244,21 @@ fn reserve_and_bind(
         }
     };
     // A port that turns out busy is given back at once, by dropping the reservation.
-    bind_checked(host, port).map(|listener| (listener, reservation))
+    let listener = bind_checked(host, port)?;
+    let reservation = reservation.map(|mut reservation| {
+        // An unlabelled reservation still holds the port; others just cannot say whose it is.
+        let _ = reservation.label();
+        reservation
+    });
+    Ok((listener, reservation))
 }
 
 /// Who of this user's portguards holds `port` now, from the default per-user folder.
 #[must_use]
 pub fn reservation_holder(port: u16) -> Option<String> {
-    let dir =
-        crate::lock::user_dir(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from))
-            .ok()?;
+    let dir = crate::lock::user_dir_path(
+        std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from),
+    );
     crate::reserve::holder(&dir, port)
 }
 
@@ -380,7 +386,8 @@ fn with_holder(port: u16, state: PortState) -> PortState {
     }
 }
 
-fn fill_holders(skipped: &mut [Skipped]) {
+/// Adds who holds each busy port, in one look at the process table for all of them.
+pub fn fill_holders(skipped: &mut [Skipped]) {
     let busy: Vec<u16> = skipped
         .iter()
         .filter(|s| matches!(s.state, PortState::Busy { holder: None }))
@@ -509,12 +516,18 @@ mod tests {
     fn busy_preferred_falls_back() {
         let (_listener, busy) = busy_listener();
         let free = free_port();
-        let selection = select(LOCALHOST, &[busy, free], true, false, None).expect("select");
+        let mut selection = select(LOCALHOST, &[busy, free], true, false, None).expect("select");
         assert_eq!(selection.port, free);
         assert!(!selection.dynamic);
         assert!(selection.listener.is_none());
         assert_eq!(selection.skipped.len(), 1);
         assert_eq!(selection.skipped[0].port, busy);
+        assert_eq!(
+            selection.skipped[0].state,
+            PortState::Busy { holder: None },
+            "no lookup yet"
+        );
+        fill_holders(&mut selection.skipped);
         match &selection.skipped[0].state {
             PortState::Busy {
                 holder: Some(holder),

@@ -19,7 +19,22 @@ pub struct Reservations {
 #[derive(Debug)]
 pub struct Reservation {
     pub port: u16,
-    _file: File,
+    file: File,
+    owner: String,
+}
+
+impl Reservation {
+    /// Says who holds it, for other portguards' messages. Only the port actually taken is
+    /// labelled: candidates that turn out busy are given back at once, and writing costs more
+    /// than the lock itself.
+    ///
+    /// # Errors
+    /// When the reservation file cannot be written.
+    pub fn label(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        self.file.write_all(self.owner.as_bytes())
+    }
 }
 
 /// The answer of [`Reservations::claim`].
@@ -44,15 +59,22 @@ impl Reservations {
     /// When the reservation file cannot be opened or locked for another reason than contention.
     pub fn claim(&self, port: u16) -> std::io::Result<Claim> {
         let mut file = open(&path(&self.dir, port))?;
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => return Ok(Claim::Taken(read_owner(&mut file))),
-            Err(fs4::TryLockError::Error(error)) => return Err(error),
+        // `holder` (as `cargo portguard ports` asks) holds a shared lock for an instant: look
+        // twice before calling a port taken.
+        for attempt in 0..2 {
+            match fs4::FileExt::try_lock(&file) {
+                Ok(()) => {
+                    let owner = self.owner.clone();
+                    return Ok(Claim::Ours(Reservation { port, file, owner }));
+                }
+                Err(fs4::TryLockError::WouldBlock) if attempt == 0 => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(fs4::TryLockError::WouldBlock) => break,
+                Err(fs4::TryLockError::Error(error)) => return Err(error),
+            }
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        file.write_all(self.owner.as_bytes())?;
-        Ok(Claim::Ours(Reservation { port, _file: file }))
+        Ok(Claim::Taken(read_owner(&mut file)))
     }
 }
 
@@ -104,9 +126,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = Reservations::new(dir.path().to_owned(), "`api` in /src/shop".to_owned());
         let second = Reservations::new(dir.path().to_owned(), "`web` in /src/blog".to_owned());
-        let Claim::Ours(held) = first.claim(4100).unwrap() else {
+        let Claim::Ours(mut held) = first.claim(4100).unwrap() else {
             panic!("a fresh port is free")
         };
+        held.label().unwrap();
         match second.claim(4100).unwrap() {
             Claim::Taken(by) => assert_eq!(by, "`api` in /src/shop"),
             Claim::Ours(_) => panic!("two reservations of one port"),

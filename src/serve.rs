@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::cli::{CommonArgs, RunArgs};
 use crate::config::{self, Config, Handoff};
-use crate::exit_codes::{self, Exit};
+use crate::exit_codes::{self, BadInput, Exit};
 use crate::health::{self, ReadyCheck};
 use crate::lock::{self, Acquired, InstanceLock, Record, StateDir};
 use crate::os;
@@ -39,24 +39,14 @@ impl Plan {
     /// # Errors
     /// Bad input of any kind, and a cargo that cannot read the project.
     pub fn new(common: &CommonArgs, args: &RunArgs, vars: Vars<'_>) -> Result<Self> {
-        let cargo = project::find_cargo(vars)?;
-        let project = Project::locate(
-            &cargo,
-            common.manifest_path.as_deref(),
-            common.package.as_deref(),
-        )?;
-        let dotenv = project.package_root().join(".env");
-        let (config, warnings) = config::resolve(&config::Inputs {
-            workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
-            package_metadata: Some((&project.package.metadata, project.manifest_path())),
-            dotenv: Some(&dotenv),
-            vars,
-            env_flag: args.env.as_deref(),
-            port_flag: args.port,
-            bin_flag: args.bin.as_deref(),
-        })?;
-        for warning in warnings {
-            output::warning(warning);
+        let (cargo, project, config) = resolve_config(common, args, vars)?;
+        if args.replicas.is_some_and(|count| count > 1) && config.handoff.value != Handoff::Socket {
+            return Err(BadInput(format!(
+                "`--replicas {}` needs socket handoff: in env handoff each server binds `PORT` \
+                 itself and only one can; set `handoff = \"socket\"` (or PORTGUARD_HANDOFF=socket)",
+                args.replicas.unwrap_or_default()
+            ))
+            .into());
         }
         let target = project.target(args.example.as_deref(), config.bin.value.as_deref())?;
         let instance = args
@@ -77,6 +67,39 @@ impl Plan {
             state,
         })
     }
+}
+
+/// The cargo to use, the project, and its configuration (`--port`, `--env` and `--bin` of `args`
+/// applied); prints configuration warnings. The first half of [`Plan::new`], shared with
+/// `cargo portguard ports` and `config`, which need no target.
+///
+/// # Errors
+/// Bad input of any kind, and a cargo that cannot read the project.
+pub fn resolve_config(
+    common: &CommonArgs,
+    args: &RunArgs,
+    vars: Vars<'_>,
+) -> Result<(PathBuf, Project, Config)> {
+    let cargo = project::find_cargo(vars)?;
+    let project = Project::locate(
+        &cargo,
+        common.manifest_path.as_deref(),
+        common.package.as_deref(),
+    )?;
+    let dotenv = project.package_root().join(".env");
+    let (config, warnings) = config::resolve(&config::Inputs {
+        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
+        package_metadata: Some((&project.package.metadata, project.manifest_path())),
+        dotenv: Some(&dotenv),
+        vars,
+        env_flag: args.env.as_deref(),
+        port_flag: args.port,
+        bin_flag: args.bin.as_deref(),
+    })?;
+    for warning in warnings {
+        output::warning(warning);
+    }
+    Ok((cargo, project, config))
 }
 
 /// Runs `cargo serve-safe` to the end and returns its exit code.
@@ -154,12 +177,15 @@ fn serve_planned(
         socket_handoff,
         Some(&reservations),
     )
-    .map_err(|error| Exit {
-        code: exit_codes::FAILURE,
-        message: format!(
-            "{error}\nnote: tried at most {} candidates (`max-attempts`) and `dynamic-port` is off",
-            config.max_attempts.value
-        ),
+    .map_err(|mut error| {
+        port::fill_holders(&mut error.skipped);
+        Exit {
+            code: exit_codes::FAILURE,
+            message: format!(
+                "{error}\nnote: tried at most {} candidates (`max-attempts`) and `dynamic-port` is off",
+                config.max_attempts.value
+            ),
+        }
     })?;
     // Held until the instance ends, so no other start takes the port meanwhile.
     let _reservation = selection.reservation;
@@ -167,10 +193,14 @@ fn serve_planned(
     sweep_notify_sockets(&runtime);
     launch.notify_socket = Some(runtime.join(format!("notify-{}.sock", std::process::id())));
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
+    let replicas = match launch.replicas {
+        1 => String::new(),
+        count => format!(", {count} replicas"),
+    };
     output::status(
         "Starting",
         format!(
-            "`{}` on port {} ({} handoff, instance `{instance}`)",
+            "`{}` on port {} ({} handoff, instance `{instance}`{replicas})",
             launch.display(),
             selection.port,
             handoff_name(socket_handoff)
@@ -180,7 +210,8 @@ fn serve_planned(
     let mut recorder = Recorder {
         lock: &lock,
         record: new_record(plan, selection.port),
-        selection_note: skipped_note(&selection.skipped, selection.dynamic),
+        skipped: selection.skipped,
+        dynamic_port: selection.dynamic,
         reporter,
     };
     let ending = supervisor.run(&mut recorder)?;
@@ -282,6 +313,7 @@ fn new_record(plan: &Plan, port: u16) -> Record {
         check_timeout_ms: millis(config.check_timeout.value),
         shutdown_timeout_ms: millis(config.shutdown_timeout.value),
         environment: config.env_name.as_ref().map(|name| name.value.clone()),
+        replicas: Vec::new(),
     }
 }
 
@@ -290,7 +322,9 @@ fn new_record(plan: &Plan, port: u16) -> Record {
 struct Recorder<'a> {
     lock: &'a InstanceLock,
     record: Record,
-    selection_note: String,
+    /// The candidates passed over, described once the server answers.
+    skipped: Vec<port::Skipped>,
+    dynamic_port: bool,
     reporter: Option<&'a detach::Reporter>,
 }
 
@@ -310,16 +344,30 @@ impl Observer for Recorder<'_> {
         self.write();
     }
 
+    fn replicas(&mut self, pids: &[u32], ready: bool) {
+        self.record.pid = pids.first().copied().unwrap_or_default();
+        self.record.pid_start_time = os::start_time(self.record.pid);
+        self.record.replicas = pids.to_vec();
+        self.record.ready = ready;
+        self.write();
+    }
+
     fn ready(&mut self, _pid: u32) {
         self.record.ready = true;
         self.write();
-        output::status(
-            "Running",
-            format!("on {}{}", self.record.url, self.selection_note),
-        );
+        // Tell a waiting `--detach` first: looking up who holds busy ports takes a while.
         if let Some(reporter) = self.reporter {
             reporter.ready();
         }
+        let note = self.selection_note();
+        output::status("Running", format!("on {}{note}", self.record.url));
+    }
+}
+
+impl Recorder<'_> {
+    fn selection_note(&mut self) -> String {
+        port::fill_holders(&mut self.skipped);
+        skipped_note(&self.skipped, self.dynamic_port)
     }
 }
 
@@ -412,6 +460,7 @@ fn launch(
         shutdown_timeout: config.shutdown_timeout.value,
         notify_socket: None,
         ready_timeout: None,
+        replicas: args.replicas.map_or(1, |count| count as usize),
     }
 }
 

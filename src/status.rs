@@ -47,6 +47,9 @@ pub struct Running {
     /// The `env.<NAME>` table it runs with; absent for the default environment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// With `--replicas N` (N > 1): every replica's pid; absent for a single server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +136,7 @@ fn running(record: &Record, probe: bool) -> Running {
         uptime_secs: uptime.as_secs(),
         health,
         environment: record.environment.clone(),
+        replicas: (!record.replicas.is_empty()).then(|| record.replicas.clone()),
     }
 }
 
@@ -208,7 +212,7 @@ fn describe(entry: &Entry) -> String {
     let name = &entry.instance;
     match (&entry.state, &entry.running) {
         (State::Running, Some(run)) => format!(
-            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff{}\n  {}, up {}, health: {}\n",
+            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n",
             run.pid,
             run.supervisor_pid,
             run.port,
@@ -216,6 +220,16 @@ fn describe(entry: &Entry) -> String {
             run.environment
                 .as_ref()
                 .map(|env| format!(", environment `{env}`"))
+                .unwrap_or_default(),
+            run.replicas
+                .as_ref()
+                .map(|pids| format!(
+                    "  replicas: {}\n",
+                    pids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
                 .unwrap_or_default(),
             run.url,
             humantime::format_duration(Duration::from_secs(run.uptime_secs)),

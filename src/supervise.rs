@@ -19,6 +19,7 @@ use crate::os::{self, Sig};
 use crate::{exit_codes, output, signals};
 
 mod notify;
+mod replicas;
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
 /// sleeps until something happens.
@@ -48,6 +49,8 @@ pub struct Launch {
     pub notify_socket: Option<PathBuf>,
     /// Give up on a server that is not ready by then (detached runs, where nobody watches).
     pub ready_timeout: Option<Duration>,
+    /// How many servers accept on the socket (`--replicas`); more than one needs `socket`.
+    pub replicas: usize,
 }
 
 impl Launch {
@@ -128,6 +131,11 @@ pub trait Observer {
     fn spawned(&mut self, pid: u32);
     /// The server answers.
     fn ready(&mut self, pid: u32);
+    /// With `--replicas`: the pids of the replicas now running (in replica order), and whether
+    /// the service counts as ready (not during a rolling restart).
+    fn replicas(&mut self, pids: &[u32], ready: bool) {
+        let _ = (pids, ready);
+    }
 }
 
 impl Supervisor {
@@ -162,6 +170,9 @@ impl Supervisor {
     /// # Errors
     /// When `cargo` cannot be started.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Ending> {
+        if self.launch.replicas > 1 {
+            return self.run_replicas(observer);
+        }
         let mut pid = self.spawn()?;
         observer.spawned(pid);
         let mut ready = false;
@@ -231,6 +242,14 @@ impl Supervisor {
     fn spawn(&mut self) -> Result<u32> {
         self.generation += 1;
         self.current.store(self.generation, Ordering::Relaxed);
+        let pid = self.spawn_process(self.generation, None)?;
+        self.start_probe(self.generation, pid)?;
+        Ok(pid)
+    }
+
+    /// Starts `cargo run` for `generation` (with `PORTGUARD_REPLICA` for a replica) and a
+    /// thread that reports its exit.
+    fn spawn_process(&self, generation: u32, replica: Option<usize>) -> Result<u32> {
         let mut command = match &self.launch.socket {
             // `LISTEN_PID` must be the server's own pid, known only in the child. A shell sets
             // it and execs cargo, which execs the server: all three share that pid.
@@ -247,6 +266,10 @@ impl Supervisor {
         };
         command.args(&self.launch.cargo_args);
         command.envs(self.launch.env.iter().map(|(key, value)| (key, value)));
+        match replica {
+            Some(index) => command.env("PORTGUARD_REPLICA", index.to_string()),
+            None => command.env_remove("PORTGUARD_REPLICA"),
+        };
         // Descriptors named by an inherited jobserver could collide with fd 3, and an inherited
         // `LISTEN_*` would tell the server about a socket it was not given.
         for key in [
@@ -280,7 +303,6 @@ impl Supervisor {
         let pid = child.id();
 
         let sender = self.sender.clone();
-        let generation = self.generation;
         std::thread::Builder::new()
             .name("portguard-wait".to_owned())
             .spawn(move || {
@@ -291,7 +313,11 @@ impl Supervisor {
                 let _ = sender.send(Event::Exited(generation, status));
             })
             .context("could not start the wait thread")?;
+        Ok(pid)
+    }
 
+    /// Probes readiness once, in a thread; reports `Event::Ready(generation)`.
+    fn start_probe(&mut self, generation: u32, pid: u32) -> Result<()> {
         self.cancel_probe = Arc::new(AtomicBool::new(false));
         let cancel = Arc::clone(&self.cancel_probe);
         let mut check = self.launch.ready.clone();
@@ -307,7 +333,7 @@ impl Supervisor {
                 }
             })
             .context("could not start the readiness thread")?;
-        Ok(pid)
+        Ok(())
     }
 
     /// SIGTERM to the group, the grace period, SIGKILL; returns once the server is reaped and
