@@ -68,7 +68,7 @@ fn main() {
     ];
     let table = table(&rows);
     println!("{table}");
-    write_section("operate", &table);
+    support::write_bench_section("operate", &table);
 }
 
 fn start_detached(project: &TestProject, port: u16) {
@@ -133,41 +133,4 @@ fn table(rows: &[Row]) -> String {
         );
     }
     text
-}
-
-/// Replaces this benchmark's section of BENCHMARKS.md, with the machine and the date.
-fn write_section(name: &str, table: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let begin = format!("<!-- bench:{name}:begin -->");
-    let end = format!("<!-- bench:{name}:end -->");
-    let section = format!("{begin}\n{}\n{table}{end}", machine());
-    let updated = match (existing.find(&begin), existing.find(&end)) {
-        (Some(start), Some(stop)) => format!(
-            "{}{section}{}",
-            &existing[..start],
-            &existing[stop + end.len()..]
-        ),
-        _ => format!("{}\n{section}\n", existing.trim_end()),
-    };
-    std::fs::write(&path, updated).expect("write BENCHMARKS.md");
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    let kernel = std::process::Command::new("uname")
-        .arg("-sr")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("Measured {date} on {cpu}, {cores} cores, {kernel}; release build.\n")
 }

@@ -448,3 +448,270 @@ fn project_path_with_spaces_works() {
         "{json}"
     );
 }
+
+// ---- cargo portguard config -------------------------------------------------------------
+
+/// `cargo-portguard config ARGS` with `vars` set, run to its end.
+fn run_config(project: &TestProject, args: &[&str], vars: &[(&str, &str)]) -> support::Finished {
+    let mut all = vec!["config"];
+    all.extend_from_slice(args);
+    let mut command = project.portguard(&all);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    support::run_within(command, EXIT_TIMEOUT)
+}
+
+/// `config ARGS`, which must succeed; its stdout.
+fn config_stdout(project: &TestProject, args: &[&str], vars: &[(&str, &str)]) -> String {
+    let run = run_config(project, args, vars);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    run.stdout
+}
+
+/// The value and source on the `key = value    (source)` line of `key`.
+fn config_line<'a>(stdout: &'a str, key: &str) -> (&'a str, &'a str) {
+    let prefix = format!("{key} = ");
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{stdout}"));
+    let (value, source) = line[prefix.len()..]
+        .split_once("    (")
+        .unwrap_or_else(|| panic!("no `    (source)` on {line:?}"));
+    let source = source
+        .strip_suffix(')')
+        .unwrap_or_else(|| panic!("{line:?} should end with `)`"));
+    (value.trim_end(), source)
+}
+
+/// `.env` at the package root as portguard names it.
+fn dotenv_path(project: &TestProject) -> PathBuf {
+    std::fs::canonicalize(project.root.join(".env")).expect("canonical .env path")
+}
+
+/// Every key of the contract's table (`env.<NAME>` is `config`'s `environment`).
+const CONTRACT_KEYS: [&str; 12] = [
+    "preferred-port",
+    "fallback-ports",
+    "port-range",
+    "max-attempts",
+    "check-timeout-ms",
+    "dynamic-port",
+    "host",
+    "handoff",
+    "shutdown-timeout-ms",
+    "health-path",
+    "ready-timeout-ms",
+    "bin",
+];
+
+/// A project whose settings come from every kind of table and file: the package table, its
+/// `env.dev` table, the workspace table, and `.env` line 3. Returns the package table's port.
+fn layered_project() -> (TestProject, u16) {
+    let project = TestProject::fixture();
+    set_workspace_metadata(&project, "handoff = \"socket\"\nshutdown-timeout-ms = 2500");
+    let port = project.set_metadata_on_free_port(
+        "health-path = \"/health\"\n[package.metadata.portguard.env.dev]\nmax-attempts = 3",
+    );
+    project.write_file(
+        ".env",
+        "# dev settings\nDATABASE_URL=postgres://x\nexport PORT_CHECK_TIMEOUT=250\n",
+    );
+    (project, port)
+}
+
+#[test]
+fn config_shows_where_each_value_comes_from() {
+    let (project, port) = layered_project();
+    let stdout = config_stdout(&project, &["--env", "dev"], &[]);
+    let manifest = manifest(&project);
+    let package = format!("`{}` [package.metadata.portguard]", manifest.display());
+    let workspace = format!("`{}` [workspace.metadata.portguard]", manifest.display());
+    let env_table = format!("`{}` [...portguard.env.dev]", manifest.display());
+    let dotenv = format!("`{}` line 3", dotenv_path(&project).display());
+    let port = port.to_string();
+    let expected = [
+        ("environment", "\"dev\"", "flag --env"),
+        ("preferred-port", port.as_str(), package.as_str()),
+        ("fallback-ports", "[]", package.as_str()),
+        ("port-range", "none", "default"),
+        ("max-attempts", "3", env_table.as_str()),
+        ("check-timeout-ms", "250", dotenv.as_str()),
+        ("dynamic-port", "true", "default"),
+        ("host", "\"127.0.0.1\"", "default"),
+        ("handoff", "\"socket\"", workspace.as_str()),
+        ("shutdown-timeout-ms", "2500", workspace.as_str()),
+        ("health-path", "\"/health\"", package.as_str()),
+        ("ready-timeout-ms", "300000", "default"),
+        ("bin", "none", "default"),
+    ];
+    for (key, value, source) in expected {
+        assert_eq!(config_line(&stdout, key), (value, source), "{stdout}");
+    }
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("# package `fixture-server` ({})", manifest.display())
+    );
+    assert_eq!(lines.len(), 1 + expected.len(), "{stdout}");
+    // Without --env no table is selected and the package table's value stands.
+    let stdout = config_stdout(&project, &[], &[]);
+    assert!(!stdout.contains("environment = "), "{stdout}");
+    assert_eq!(config_line(&stdout, "max-attempts"), ("10", "default"));
+}
+
+#[test]
+fn config_shows_the_flag_the_variable_or_the_dotenv_line_that_set_the_port() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let (flag, var, dotenv) = (free_port(), free_port(), free_port());
+    project.write_file(
+        ".env",
+        format!("# the dev server\n\nexport PORT=\"{dotenv}\"\n"),
+    );
+    let (flag, var, dotenv) = (flag.to_string(), var.to_string(), dotenv.to_string());
+    let line = format!("`{}` line 3", dotenv_path(&project).display());
+
+    let stdout = config_stdout(&project, &[], &[]);
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (dotenv.as_str(), line.as_str())
+    );
+    let stdout = config_stdout(&project, &[], &[("PORT", &var)]);
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (var.as_str(), "environment variable PORT")
+    );
+    let stdout = config_stdout(&project, &["--port", &flag], &[("PORT", &var)]);
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (flag.as_str(), "flag --port")
+    );
+}
+
+#[test]
+fn config_json_gives_every_key_with_its_value_and_source() {
+    let (project, port) = layered_project();
+    let run = run_config(&project, &["--json", "--env", "dev", "--port", "4321"], &[]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|err| panic!("config --json is not JSON ({err}): {}", run.describe()));
+    let manifest = manifest(&project);
+    let manifest = manifest.to_str().expect("UTF-8 path");
+    assert_eq!(json["package"], "fixture-server", "{json}");
+    assert_eq!(json["manifest_path"], manifest, "{json}");
+    assert_eq!(
+        json["environment"],
+        serde_json::json!({"value": "dev", "source": "flag", "flag": "--env"})
+    );
+    let settings = &json["settings"];
+    assert_eq!(
+        support::sorted_keys(settings),
+        support::sorted(&CONTRACT_KEYS),
+        "{json}"
+    );
+    for key in CONTRACT_KEYS {
+        let setting = &settings[key];
+        assert!(setting.get("value").is_some(), "{key}: {json}");
+        assert!(setting["source"].is_string(), "{key}: {json}");
+    }
+    let dotenv = dotenv_path(&project);
+    let expected = [
+        (
+            "preferred-port",
+            serde_json::json!({"value": 4321, "source": "flag", "flag": "--port"}),
+        ),
+        (
+            "fallback-ports",
+            serde_json::json!({"value": [], "source": "package_table", "path": manifest}),
+        ),
+        (
+            "max-attempts",
+            serde_json::json!({"value": 3, "source": "env_table", "environment": "dev",
+                               "path": manifest}),
+        ),
+        (
+            "check-timeout-ms",
+            serde_json::json!({"value": 250, "source": "dotenv",
+                               "path": dotenv.to_str().expect("UTF-8 path"), "line": 3}),
+        ),
+        (
+            "handoff",
+            serde_json::json!({"value": "socket", "source": "workspace_table", "path": manifest}),
+        ),
+        (
+            "port-range",
+            serde_json::json!({"value": null, "source": "default"}),
+        ),
+        (
+            "ready-timeout-ms",
+            serde_json::json!({"value": 300_000, "source": "default"}),
+        ),
+    ];
+    for (key, setting) in expected {
+        assert_eq!(settings[key], setting, "{key}: {json}");
+    }
+    let run = run_config(&project, &["--json"], &[("PORT", &port.to_string())]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(json["environment"], serde_json::Value::Null, "{json}");
+    assert_eq!(
+        json["settings"]["preferred-port"],
+        serde_json::json!({"value": port, "source": "environment_variable", "variable": "PORT"})
+    );
+}
+
+/// `config ARGS` with `vars`, expecting bad input as `run` reports it: exit 2, every one of
+/// `expected` in stderr, nothing on stdout, nothing written.
+fn assert_config_bad_input(
+    project: &TestProject,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    expected: &[&str],
+) {
+    let run = run_config(project, args, vars);
+    assert_eq!(run.code(), Some(2), "{}", run.describe());
+    for needle in expected {
+        assert!(
+            run.stderr.contains(needle),
+            "expected {needle:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+    assert!(!project.state_dir().exists(), "{}", run.describe());
+}
+
+#[test]
+fn config_exits_2_on_bad_input_as_run_does() {
+    assert_config_bad_input(
+        &good_project(),
+        &[],
+        &[("PORT", "abc")],
+        &[
+            "error: invalid value `abc` for PORT (environment variable): \
+           expected a port number from 1 to 65535",
+        ],
+    );
+    let project = TestProject::fixture();
+    env_tables(&project);
+    assert_config_bad_input(
+        &project,
+        &["--env", "nope"],
+        &[],
+        &["unknown environment `nope` (from --env); known environments: ci, dev"],
+    );
+    let project = good_project();
+    project.write_file(".env", "# settings\nPORT=abc\n");
+    let culprit = format!(
+        "invalid value `abc` for PORT in `{}` line 2",
+        dotenv_path(&project).display()
+    );
+    assert_config_bad_input(&project, &[], &[], &[&culprit]);
+    assert_config_bad_input(
+        &good_project(),
+        &["--port", "0"],
+        &[],
+        &["invalid value '0' for '--port <PORT>'"],
+    );
+}
