@@ -48,6 +48,18 @@ pub fn is_verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
 }
 
+/// A command's answer (a table, JSON) on stdout, where scripts read it.
+///
+/// # Errors
+/// When stdout is closed.
+pub fn answer(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| anyhow::anyhow!("could not write to stdout: {error}"))
+}
+
 /// A status line such as `     Running http://127.0.0.1:5000`; silenced by `--quiet`.
 pub fn status(verb: &str, message: impl Display) {
     if !QUIET.load(Ordering::Relaxed) {

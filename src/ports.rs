@@ -7,7 +7,7 @@
 //! bind and close at once, without listening).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
@@ -297,10 +297,7 @@ pub fn ports(common: &CommonArgs, args: &PortsArgs, vars: Vars<'_>) -> Result<i3
     } else {
         survey.render()
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .context("could not write to stdout")?;
+    crate::output::answer(&text)?;
     Ok(exit_codes::OK)
 }
 

@@ -6,7 +6,7 @@
 //! `none` for a key without a value; `--json` gives the same as one object.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -218,10 +218,7 @@ pub fn config(common: &CommonArgs, args: &ConfigArgs, vars: Vars<'_>) -> Result<
     } else {
         render(package, manifest, &config)
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .context("could not write to stdout")?;
+    crate::output::answer(&text)?;
     Ok(exit_codes::OK)
 }
 
