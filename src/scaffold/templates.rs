@@ -4,8 +4,8 @@
 use crate::cli::Framework;
 
 const STD: &str = include_str!("../../templates/glue/std.rs");
-const TOKIO: &str = include_str!("../../templates/glue/tokio.rs");
-const AXUM: &str = include_str!("../../templates/glue/axum.rs");
+/// tokio and axum take the same glue; only its header says how it is used.
+const TOKIO_BASED: &str = include_str!("../../templates/glue/tokio-based.rs");
 const ACTIX_WEB: &str = include_str!("../../templates/glue/actix-web.rs");
 
 /// A block for a build script: `include!("portguard_build.rs");` runs it.
@@ -21,10 +21,20 @@ pub const BUILD_DEPENDENCY: (&str, &str) = ("toml", "1");
 #[must_use]
 pub fn glue(framework: Framework, host: &str, port: u16) -> String {
     let template = match framework {
-        Framework::Std => STD,
-        Framework::Tokio => TOKIO,
-        Framework::Axum => AXUM,
-        Framework::ActixWeb => ACTIX_WEB,
+        Framework::Std => STD.to_owned(),
+        Framework::Tokio => TOKIO_BASED
+            .replace("@NEEDS@", "Needs `tokio` with `net` and `rt`, nothing more.")
+            .replace(
+                "@SERVE@",
+                "// then accept until `portguard::shutdown_signal()` completes, e.g. with `tokio::select!`",
+            ),
+        Framework::Axum => TOKIO_BASED
+            .replace("@NEEDS@", "Needs only the `tokio` an axum app has (`net`, `rt`).")
+            .replace(
+                "@SERVE@",
+                "axum::serve(listener, app).with_graceful_shutdown(portguard::shutdown_signal()).await?;",
+            ),
+        Framework::ActixWeb => ACTIX_WEB.to_owned(),
     };
     template
         .replace("@PORTGUARD_VERSION@", env!("CARGO_PKG_VERSION"))
