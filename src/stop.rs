@@ -277,7 +277,30 @@ pub fn end_orphan(name: &str, stale: &Stale) {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = os::signal_group(record.pid, Sig::KILL);
+    } else if leftover_group(record) {
+        // The server died with its supervisor, but what it forked lives on in its group (a
+        // parent-death signal reaches only the direct child) and may hold the port.
+        output::warning(format!(
+            "processes the server (pid {}) started are still running in its process group; ending them",
+            record.pid
+        ));
+        let _ = os::signal_group(record.pid, Sig::KILL);
+        let deadline = Instant::now() + PORT_RELEASE;
+        while os::group_exists(record.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+}
+
+/// Whether the recorded server is gone but its process group is not. A group's id is not given
+/// to a new process while any member lives, so the group is still the one our server led;
+/// pid 1 and this process never qualify.
+fn leftover_group(record: &Record) -> bool {
+    record.pid > 1
+        && record.pid != std::process::id()
+        && record.pid_start_time.is_some()
+        && !os::is_alive(record.pid)
+        && os::group_exists(record.pid)
 }
 
 /// Waits until the instance's port can be bound again; says how that went.
