@@ -1490,3 +1490,28 @@ fn bench_machine() -> String {
         .unwrap_or_default();
     format!("Measured {date} on {cpu}, {cores} cores, {kernel}; release build.\n")
 }
+
+/// The first of `len` consecutive ports, all free now, below the OS's ephemeral range. Tests
+/// where servers bind their own port (env handoff) use it when they start many at once: a port
+/// in the ephemeral range can become the source port of any test's outgoing connection between
+/// portguard's check and the server's bind. The base still comes from the OS (an ephemeral port
+/// folded below the range), so no port number is fixed and parallel tests spread out.
+pub fn quiet_port_range(len: u16) -> u16 {
+    let ephemeral_start: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_start
+        .saturating_sub(10_000)
+        .saturating_sub(len)
+        .max(1);
+    for _ in 0..50 {
+        let base = 10_000 + free_port() % span;
+        let all_free =
+            (base..base + len).all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {len} free consecutive ports below {ephemeral_start}")
+}
