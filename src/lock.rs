@@ -328,7 +328,11 @@ pub fn wait_released(files: &InstanceFiles, timeout: Duration) -> bool {
     let spawned = std::thread::Builder::new()
         .name("portguard-lock-wait".to_owned())
         .spawn(move || {
-            let _ = sender.send(fs4::FileExt::lock_shared(&file).is_ok());
+            let released = fs4::FileExt::lock_shared(&file).is_ok();
+            // Our own shared lock must be gone before the caller acts on the answer (say, by
+            // taking the lock to clean up).
+            drop(file);
+            let _ = sender.send(released);
         });
     if spawned.is_err() {
         return !is_held(files).unwrap_or(true);

@@ -98,7 +98,15 @@ pub fn error_chain(chain: &anyhow::Error) {
 }
 
 fn line(style: Style, label: &str, message: impl Display) {
-    let mut stderr = anstream::stderr().lock();
+    let stderr = std::io::stderr();
+    let colored = anstream::AutoStream::choice(&stderr) != ColorChoice::Never;
+    // One write for the whole line: the server and cargo share this stderr, and a line written
+    // in pieces can be cut in two by theirs.
+    let text = if colored {
+        format!("{style}{label}{style:#} {message}\n")
+    } else {
+        format!("{label} {message}\n")
+    };
     // Nothing useful can be done when stderr is gone; the exit code still tells the story.
-    let _ = writeln!(stderr, "{style}{label}{style:#} {message}");
+    let _ = stderr.lock().write_all(text.as_bytes());
 }
