@@ -103,9 +103,14 @@ pub fn stop_instance(files: &InstanceFiles, timeout: Option<Duration>) -> Result
             }
             .into());
         }
-        // A killed supervisor cleans nothing up: its files go now, not as "stale" later.
-        if let lock::Acquired::Ours(lock, _) = lock::acquire(files)? {
-            lock.clear();
+        // A killed supervisor cleans nothing up: its files go now, not as "stale" later. The
+        // waits above that timed out still hold a shared lock for an instant once it is free.
+        for _ in 0..100 {
+            if let lock::Acquired::Ours(lock, _) = lock::acquire(files)? {
+                lock.clear();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     let port_note = wait_port_free(&record);
