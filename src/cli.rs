@@ -63,9 +63,9 @@ pub enum PortguardCommand {
     /// Add portguard to a server package: config, .env, cargo aliases, startup glue
     Init(InitArgs),
     /// Show the candidate ports, who holds the busy ones, and which one would be used
-    Ports(PortsArgs),
+    Ports(ConfigQueryArgs),
     /// Show the effective configuration and where each value comes from
-    Config(ConfigArgs),
+    Config(ConfigQueryArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,23 +142,9 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-/// `ports`: the candidates of the configuration `run` would use with the same flags.
+/// `ports` and `config`: the configuration `run` would use with the same flags.
 #[derive(Debug, Clone, Args)]
-pub struct PortsArgs {
-    /// Port to try first, as with `run --port`
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-    /// Apply the env.NAME table, as with `run --env`
-    #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
-    /// Print one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `config`: the configuration `run` would use with the same flags.
-#[derive(Debug, Clone, Args)]
-pub struct ConfigArgs {
+pub struct ConfigQueryArgs {
     /// Port to try first, as with `run --port`
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,

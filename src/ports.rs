@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::cli::{CommonArgs, PortsArgs, RunArgs};
+use crate::cli::{CommonArgs, ConfigQueryArgs, RunArgs};
 use crate::config::Config;
 use crate::exit_codes;
 use crate::port::{self, Holder, PortState};
@@ -281,7 +281,7 @@ impl From<&Candidate> for JsonCandidate {
 /// # Errors
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
-pub fn ports(common: &CommonArgs, args: &PortsArgs, vars: Vars<'_>) -> Result<i32> {
+pub fn ports(common: &CommonArgs, args: &ConfigQueryArgs, vars: Vars<'_>) -> Result<i32> {
     let run = RunArgs {
         port: args.port,
         env: args.env.clone(),

@@ -14,7 +14,7 @@ use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Value, json};
 
 use super::{Config, Source, Sourced};
-use crate::cli::{CommonArgs, ConfigArgs, RunArgs};
+use crate::cli::{CommonArgs, ConfigQueryArgs, RunArgs};
 use crate::exit_codes;
 use crate::serve::{self, Vars};
 
@@ -197,7 +197,7 @@ impl Serialize for Entry<'_> {
 /// # Errors
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
-pub fn config(common: &CommonArgs, args: &ConfigArgs, vars: Vars<'_>) -> Result<i32> {
+pub fn config(common: &CommonArgs, args: &ConfigQueryArgs, vars: Vars<'_>) -> Result<i32> {
     let run = RunArgs {
         port: args.port,
         env: args.env.clone(),
