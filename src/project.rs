@@ -19,6 +19,20 @@ pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<P
         .context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
 }
 
+/// Cargo and the project named by the common options (`--manifest-path`, `-p`).
+///
+/// # Errors
+/// As [`find_cargo`] and [`Project::locate`].
+pub fn from_options(
+    manifest_path: Option<&Path>,
+    package: Option<&str>,
+    vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(PathBuf, Project)> {
+    let cargo = find_cargo(vars)?;
+    let project = Project::locate(&cargo, manifest_path, package)?;
+    Ok((cargo, project))
+}
+
 /// A binary or example target that `cargo run` can start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

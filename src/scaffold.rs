@@ -39,11 +39,10 @@ const ALIASES: [(&str, &str); 4] = [
 /// Bad input (a package that cannot be told, bad values already in Cargo.toml: exit 2), and
 /// files that cannot be read or written (nothing is written then).
 pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32> {
-    let cargo = project::find_cargo(vars)?;
-    let project = Project::locate(
-        &cargo,
+    let (_, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
+        vars,
     )?;
     let config = current_config(&project)?;
     let framework = args.framework.unwrap_or_else(|| detect_framework(&project));

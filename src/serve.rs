@@ -80,11 +80,10 @@ pub fn resolve_config(
     args: &RunArgs,
     vars: Vars<'_>,
 ) -> Result<(PathBuf, Project, Config)> {
-    let cargo = project::find_cargo(vars)?;
-    let project = Project::locate(
-        &cargo,
+    let (cargo, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
+        vars,
     )?;
     let dotenv = project.package_root().join(".env");
     let (config, warnings) = config::resolve(&config::Inputs {
