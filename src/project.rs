@@ -7,6 +7,8 @@ use cargo_metadata::{Metadata, MetadataCommand, Package, TargetKind};
 
 use crate::exit_codes::BadInput;
 
+mod metadata_cache;
+
 /// Finds cargo the way the contract says: `CARGO` (set by cargo for its subcommands), then PATH.
 ///
 /// # Errors
@@ -19,7 +21,8 @@ pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<P
         .context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
 }
 
-/// Cargo and the project named by the common options (`--manifest-path`, `-p`).
+/// Cargo and the project named by the common options (`--manifest-path`, `-p`); with
+/// `cache`, cargo's answer is kept in that folder and reused while the manifests are unchanged.
 ///
 /// # Errors
 /// As [`find_cargo`] and [`Project::locate`].
@@ -27,9 +30,10 @@ pub fn from_options(
     manifest_path: Option<&Path>,
     package: Option<&str>,
     vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    cache: Option<&Path>,
 ) -> Result<(PathBuf, Project)> {
     let cargo = find_cargo(vars)?;
-    let project = Project::locate(&cargo, manifest_path, package)?;
+    let project = Project::locate(&cargo, manifest_path, package, cache)?;
     Ok((cargo, project))
 }
 
@@ -71,7 +75,8 @@ pub struct Project {
 impl Project {
     /// Reads the workspace with `cargo metadata --no-deps` and picks the server package:
     /// `-p NAME`, else the package whose manifest is the one asked for (or found from the
-    /// current directory), else the only member with a binary.
+    /// current directory), else the only member with a binary. With `cache`, a stored answer
+    /// from cargo is used while the files it depends on are unchanged.
     ///
     /// # Errors
     /// When cargo cannot read the workspace, or the package cannot be told.
@@ -79,21 +84,8 @@ impl Project {
         cargo: &Path,
         manifest_path: Option<&Path>,
         package: Option<&str>,
+        cache: Option<&Path>,
     ) -> Result<Self> {
-        let mut command = MetadataCommand::new();
-        command.cargo_path(cargo).no_deps();
-        if let Some(path) = manifest_path {
-            command.manifest_path(path);
-        }
-        let metadata = command.exec().map_err(|error| {
-            let detail = match &error {
-                cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
-                other => other.to_string(),
-            };
-            BadInput(format!(
-                "could not read the cargo project: `cargo metadata` failed: {detail}"
-            ))
-        })?;
         let wanted = match manifest_path {
             Some(path) => Some(
                 std::path::absolute(path)
@@ -102,6 +94,25 @@ impl Project {
             None => std::env::current_dir()
                 .ok()
                 .and_then(|dir| nearest_manifest(&dir)),
+        };
+        let question = cache.zip(wanted.clone()).map(|(dir, manifest)| {
+            let question = metadata_cache::Question {
+                cargo: cargo.to_owned(),
+                manifest,
+            };
+            (dir, question)
+        });
+        let stored = question
+            .as_ref()
+            .and_then(|(dir, question)| metadata_cache::load(dir, question));
+        let metadata = if let Some(metadata) = stored {
+            metadata
+        } else {
+            let metadata = ask_cargo(cargo, manifest_path)?;
+            if let Some((dir, question)) = question {
+                metadata_cache::store(dir, question, &metadata);
+            }
+            metadata
         };
         let package = pick_package(&metadata, package, wanted.as_deref())?;
         let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
@@ -173,6 +184,23 @@ impl Project {
             }),
         }
     }
+}
+
+fn ask_cargo(cargo: &Path, manifest_path: Option<&Path>) -> Result<Metadata, BadInput> {
+    let mut command = MetadataCommand::new();
+    command.cargo_path(cargo).no_deps();
+    if let Some(path) = manifest_path {
+        command.manifest_path(path);
+    }
+    command.exec().map_err(|error| {
+        let detail = match &error {
+            cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
+            other => other.to_string(),
+        };
+        BadInput(format!(
+            "could not read the cargo project: `cargo metadata` failed: {detail}"
+        ))
+    })
 }
 
 fn list(names: &[&str]) -> String {

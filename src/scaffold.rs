@@ -43,6 +43,8 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         common.manifest_path.as_deref(),
         common.package.as_deref(),
         vars,
+        // init is about to change the manifests: it asks cargo afresh.
+        None,
     )?;
     let config = current_config(&project)?;
     let framework = args.framework.unwrap_or_else(|| detect_framework(&project));

@@ -80,10 +80,13 @@ pub fn resolve_config(
     args: &RunArgs,
     vars: Vars<'_>,
 ) -> Result<(PathBuf, Project, Config)> {
+    // Without a private folder there is no cache, and cargo is asked each time.
+    let cache = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from)).ok();
     let (cargo, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
         vars,
+        cache.as_deref(),
     )?;
     let dotenv = project.package_root().join(".env");
     let (config, warnings) = config::resolve(&config::Inputs {
