@@ -31,6 +31,15 @@ impl Reservation {
     /// # Errors
     /// When the reservation file cannot be written.
     pub fn label(&mut self) -> std::io::Result<()> {
+        // A port used again by the same instance already carries its label: reading is cheaper
+        // than truncating and writing.
+        let mut current = Vec::with_capacity(self.owner.len() + 1);
+        (&self.file)
+            .take(self.owner.len() as u64 + 1)
+            .read_to_end(&mut current)?;
+        if current == self.owner.as_bytes() {
+            return Ok(());
+        }
         self.file.set_len(0)?;
         self.file.rewind()?;
         self.file.write_all(self.owner.as_bytes())
