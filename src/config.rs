@@ -12,6 +12,8 @@
 
 mod dotenv;
 mod layer;
+#[cfg(test)]
+mod props;
 pub mod report;
 #[cfg(test)]
 mod tests;

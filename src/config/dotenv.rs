@@ -21,6 +21,12 @@ impl DotEnv {
             .get(name)
             .map(|(value, line)| (value.as_str(), *line))
     }
+
+    /// The names the file sets, for tests that check it sets nothing else.
+    #[cfg(test)]
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
 }
 
 /// Reads the `.env` file; a missing file is no file.
@@ -49,6 +55,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DotEnv, BadInput> {
     // dotenvy strips a byte order mark only when it loads into the process environment.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
+    // dotenvy takes a last line that ends in a space or a tab, without a line break after it,
+    // for an open quote, and rejects it; with the line break it is read as any other line.
+    let terminated;
+    let text = if text.is_empty() || text.ends_with('\n') {
+        text
+    } else {
+        terminated = format!("{text}\n");
+        &terminated
+    };
+    let starts = entry_starts(&lines);
     let mut entries = HashMap::new();
     // Entries come in file order, so each key is searched for after the previous one: this
     // keeps repeated keys apart.
@@ -57,7 +73,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DotEnv, BadInput> {
         match item {
             Ok((key, value)) => {
                 let index = (cursor..lines.len())
-                    .find(|&i| defines(lines[i], &key))
+                    .find(|&i| starts[i] && defines(lines[i], &key))
                     .unwrap_or(cursor);
                 cursor = index + 1;
                 // The first setting wins, as when dotenvy loads the file into a process.
@@ -75,6 +91,55 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DotEnv, BadInput> {
         path: path.to_owned(),
         entries,
     })
+}
+
+/// For each line, whether dotenvy starts an entry there rather than read on in a quoted value
+/// that an earlier line opened (where `KEY=` is only part of that value). This follows the
+/// quote tracking of dotenvy's line reader: a quote opens a value that runs to the closing one,
+/// across line breaks; a backslash escapes the next character, a line break included; `#` after
+/// whitespace starts a comment that ends the line.
+fn entry_starts(lines: &[&str]) -> Vec<bool> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum State {
+        Complete,
+        WhiteSpace,
+        Escape,
+        Strong,
+        StrongEscape,
+        Weak,
+        WeakEscape,
+    }
+    let mut state = State::Complete;
+    let mut starts = Vec::with_capacity(lines.len());
+    for line in lines {
+        starts.push(state == State::Complete);
+        if state == State::Complete && line.trim_start().starts_with('#') {
+            continue;
+        }
+        for c in line.chars().chain(['\n']) {
+            state = match (state, c) {
+                (State::WhiteSpace, '#') => {
+                    state = State::Complete;
+                    break;
+                }
+                (State::Complete | State::WhiteSpace, '\\') => State::Escape,
+                (State::Complete | State::WhiteSpace, '"') | (State::WeakEscape, _) => State::Weak,
+                (State::Complete | State::WhiteSpace, '\'') | (State::StrongEscape, _) => {
+                    State::Strong
+                }
+                (State::Complete, c) if c.is_whitespace() && c != '\n' && c != '\r' => {
+                    State::WhiteSpace
+                }
+                (State::Weak, '\\') => State::WeakEscape,
+                (State::Strong, '\\') => State::StrongEscape,
+                (State::Weak, '"')
+                | (State::Strong, '\'')
+                | (State::Complete | State::WhiteSpace | State::Escape, _) => State::Complete,
+                (State::Weak | State::Strong, _) => state,
+            };
+        }
+    }
+    starts
 }
 
 /// Whether a line sets `key` (`KEY=`, `KEY =`, `export KEY=`), as dotenvy reads a key.

@@ -198,31 +198,29 @@ impl Tables {
         let table_name = format!("{parent}.portguard");
         let table = match metadata.get("portguard") {
             None | Some(Value::Null) => return Ok(None),
-            Some(Value::Object(table)) => table,
-            Some(other) => return Err(not_a_table(other, parent, "portguard", manifest)),
+            Some(other) => value::table(other)
+                .ok_or_else(|| not_a_table(other, parent, "portguard", manifest))?,
         };
         let mut tables = Tables {
             base: read_table(table, &table_name, manifest, &source, warnings)?,
             envs: BTreeMap::new(),
         };
-        match table.get("env") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(envs)) => {
-                let envs_name = format!("{table_name}.env");
-                for (name, env) in envs {
-                    let Value::Object(env) = env else {
-                        return Err(not_a_table(env, &envs_name, name, manifest));
-                    };
-                    let source = Source::EnvTable {
-                        manifest: manifest.to_owned(),
-                        name: name.clone(),
-                    };
-                    let env_table_name = format!("{envs_name}.{name}");
-                    let layer = read_table(env, &env_table_name, manifest, &source, warnings)?;
-                    tables.envs.insert(name.clone(), layer);
-                }
+        // `null` here was written, not left out: cargo turns `env = nan` (or `inf`) into it.
+        if let Some(envs) = table.get("env") {
+            let envs = value::table(envs)
+                .ok_or_else(|| not_a_table(envs, &table_name, "env", manifest))?;
+            let envs_name = format!("{table_name}.env");
+            for (name, env) in envs {
+                let env = value::table(env)
+                    .ok_or_else(|| not_a_table(env, &envs_name, name, manifest))?;
+                let source = Source::EnvTable {
+                    manifest: manifest.to_owned(),
+                    name: name.clone(),
+                };
+                let env_table_name = format!("{envs_name}.{name}");
+                let layer = read_table(env, &env_table_name, manifest, &source, warnings)?;
+                tables.envs.insert(name.clone(), layer);
             }
-            Some(other) => return Err(not_a_table(other, &table_name, "env", manifest)),
         }
         Ok(Some(tables))
     }
@@ -234,7 +232,7 @@ fn not_a_table(value: &Value, table: &str, key: &str, manifest: &Path) -> BadInp
         key: key.to_owned(),
         manifest,
     };
-    value::invalid(&value.to_string(), &culprit, "a table")
+    value::invalid(&value::written(value), &culprit, "a table")
 }
 
 /// Reads the keys of one portguard table (`env` excepted, which the caller handles).
@@ -261,10 +259,6 @@ fn read_table(
             warnings.push(unknown_key(key, table_name, manifest, is_env_table));
             continue;
         };
-        // TOML has no null, but JSON handed in by hand may: treat it as an absent key.
-        if value.is_null() {
-            continue;
-        }
         let culprit = Culprit::Key {
             table: table_name,
             key: key.clone(),

@@ -401,6 +401,25 @@ fn dotenv_line_of_a_key_after_a_multiline_value() {
 }
 
 #[test]
+fn dotenv_key_inside_a_multiline_value_is_not_its_line() {
+    let config = Case::default()
+        .dotenv("SCRIPT=\"set -e\nPORT=1\n\"\nPORT=6004\n")
+        .ok();
+    assert_eq!(config.preferred_port.value, 6004);
+    assert_eq!(dotenv_line(&config.preferred_port.source), 4);
+}
+
+#[test]
+fn dotenv_last_line_with_trailing_space_and_no_line_break() {
+    let config = Case::default().dotenv("A=1\nPORT=6005 ").ok();
+    assert_eq!(config.preferred_port.value, 6005);
+    assert_eq!(dotenv_line(&config.preferred_port.source), 2);
+    // Also when that line is blank.
+    let config = Case::default().dotenv("PORT=6006\n\t").ok();
+    assert_eq!(config.preferred_port.value, 6006);
+}
+
+#[test]
 fn missing_dotenv_is_no_layer() {
     assert_eq!(Case::default().ok(), Config::default());
 }
@@ -599,6 +618,67 @@ fn bad_tables() {
     assert_mentions(
         &message,
         &["`package.metadata.portguard.env.dev.preferred-port`", "`0`"],
+    );
+}
+
+/// cargo hands a TOML float that is not finite (`nan`, `inf`) over as `null`, and a date-time
+/// as a one-key object.
+#[test]
+fn non_finite_floats_and_date_times_in_the_manifest() {
+    let message = Case::default().pkg(json!({ "preferred-port": null })).err();
+    assert_eq!(
+        message,
+        "invalid value `nan or inf` for `package.metadata.portguard.preferred-port` in \
+         `/p/Cargo.toml`: expected a port number from 1 to 65535, found a floating-point number"
+    );
+    let message = Case::default()
+        .ws(json!({ "fallback-ports": [5001, null] }))
+        .err();
+    assert_mentions(
+        &message,
+        &[
+            "`workspace.metadata.portguard.fallback-ports[1]`",
+            "`nan or inf`",
+        ],
+    );
+    let message = Case::default().pkg(json!({ "env": null })).err();
+    assert_mentions(
+        &message,
+        &[
+            "`package.metadata.portguard.env`",
+            "`nan or inf`",
+            "a table",
+        ],
+    );
+
+    let datetime = |text: &str| json!({ "$__toml_private_datetime": text });
+    let message = Case::default()
+        .pkg(json!({ "host": datetime("07:32:00") }))
+        .err();
+    assert_eq!(
+        message,
+        "invalid value `07:32:00` for `package.metadata.portguard.host` in `/p/Cargo.toml`: \
+         expected an IP address such as `127.0.0.1` or `::1`, or `localhost`, found a date-time"
+    );
+    let message = Case::default()
+        .pkg(json!({ "fallback-ports": [[datetime("1979-05-27")]] }))
+        .err();
+    assert_mentions(&message, &["`[1979-05-27]`", "found an array"]);
+    let message = Case::default()
+        .pkg(json!({ "env": { "dev": datetime("1979-05-27") } }))
+        .err();
+    assert_mentions(
+        &message,
+        &[
+            "`package.metadata.portguard.env.dev`",
+            "`1979-05-27`",
+            "a table",
+        ],
+    );
+    let message = Case::default().ws(datetime("1979-05-27")).err();
+    assert_mentions(
+        &message,
+        &["`workspace.metadata.portguard`", "`1979-05-27`", "a table"],
     );
 }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Handoff, PortRange};
 use crate::exit_codes::BadInput;
@@ -91,13 +91,57 @@ pub(super) enum Raw<'a> {
     Text(&'a str),
 }
 
+/// The key of the one-key object cargo makes of a TOML date-time, as the `toml` crate
+/// serializes one.
+const DATETIME: &str = "$__toml_private_datetime";
+
+/// The text of a TOML date-time as `cargo metadata` hands it over, if `value` is one.
+fn datetime(value: &Value) -> Option<&str> {
+    match value {
+        Value::Object(map) if map.len() == 1 => map.get(DATETIME)?.as_str(),
+        _ => None,
+    }
+}
+
+/// A table, and not the object cargo makes of a date-time.
+pub(super) fn table(value: &Value) -> Option<&Map<String, Value>> {
+    match value {
+        Value::Object(map) if datetime(value).is_none() => Some(map),
+        _ => None,
+    }
+}
+
+/// A manifest value as messages show it: JSON, which spells strings, numbers, booleans and
+/// arrays as TOML does, except that a date-time is shown as written and `null`, which cargo
+/// makes of a float that is not finite, as the `nan` or `inf` it was.
+pub(super) fn written(value: &Value) -> String {
+    if let Some(text) = datetime(value) {
+        return text.to_owned();
+    }
+    match value {
+        Value::Null => "nan or inf".to_owned(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(written).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(key, value)| format!("{}:{}", Value::from(key.as_str()), written(value)))
+                .collect();
+            format!("{{{}}}", entries.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Raw<'_> {
     /// The value as the user wrote it: strings without quotes when a string was expected.
     fn shown(&self) -> String {
         match self {
             Raw::Json(Value::String(s)) => s.clone(),
             Raw::Text(s) => (*s).to_owned(),
-            Raw::Json(other) => other.to_string(),
+            Raw::Json(other) => written(other),
         }
     }
 
@@ -144,7 +188,8 @@ pub(super) fn invalid(shown: &str, culprit: &Culprit<'_>, expected: &str) -> Bad
 
 fn wrong_type(raw: &Raw<'_>, culprit: &Culprit<'_>, expected: &str) -> BadInput {
     let found = match raw {
-        Raw::Json(Value::Null) => "nothing",
+        Raw::Json(value) if datetime(value).is_some() => "a date-time",
+        Raw::Json(Value::Null) => "a floating-point number",
         Raw::Json(Value::Bool(_)) => "a boolean",
         Raw::Json(Value::Number(n)) if n.is_f64() => "a floating-point number",
         Raw::Json(Value::Number(_)) => "an integer",
@@ -154,7 +199,7 @@ fn wrong_type(raw: &Raw<'_>, culprit: &Culprit<'_>, expected: &str) -> BadInput 
     };
     // Show strings quoted here: the quotes are the point when a number was expected.
     let shown = match raw {
-        Raw::Json(value) => value.to_string(),
+        Raw::Json(value) => written(value),
         Raw::Text(s) => format!("{s:?}"),
     };
     BadInput(format!(
