@@ -68,11 +68,31 @@ impl StateDir {
         names
     }
 
-    /// Creates the folder if needed and refuses one that is not a directory of this user's.
+    /// Creates the folder if needed and refuses one that is not a directory of this user's, or
+    /// that this user cannot write to.
     ///
     /// # Errors
-    /// When it cannot be created, is not a directory, or belongs to another user.
+    /// When it cannot be created, is not a directory, belongs to another user, or is read-only.
     pub fn create(&self) -> Result<()> {
+        self.create_owned()?;
+        // Found now, before anything starts: the lock file may exist already, and a server
+        // started over a folder where its record cannot be written is one `stop` cannot find.
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .with_context(|| {
+            format!(
+                "the state folder `{}` is not writable; portguard keeps its lock and records there",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Creates the folder if needed and refuses one that is not a directory of this user's.
+    fn create_owned(&self) -> Result<()> {
         match fs::create_dir(&self.path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -129,7 +149,8 @@ pub fn user_dir(xdg_runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
     let dir = StateDir {
         path: user_dir_path(xdg_runtime_dir),
     };
-    dir.create()?;
+    // The mode is set just below, so a folder of ours that is not writable yet is no error.
+    dir.create_owned()?;
     // Others must not plant sockets or reservations here.
     fs::set_permissions(
         dir.path(),

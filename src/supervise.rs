@@ -1,5 +1,6 @@
 //! Running the server: `cargo run` in a process group of its own, watched without polling,
-//! and stopped as a group: SIGTERM, a grace period, then SIGKILL.
+//! and stopped as a group: SIGTERM, a grace period, then SIGKILL. What left the group is
+//! stopped along with it (see [`reaper`]).
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -19,7 +20,10 @@ use crate::os::{self, Sig};
 use crate::{exit_codes, output, signals};
 
 mod notify;
+mod reaper;
 mod replicas;
+
+use reaper::{Escaped, Reaper};
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
 /// sleeps until something happens.
@@ -123,6 +127,7 @@ pub struct Supervisor {
     /// The generation the notify socket reports for.
     current: Arc<AtomicU32>,
     cancel_probe: Arc<AtomicBool>,
+    reaper: Reaper,
 }
 
 /// Told what happens to the server, so the caller can record and report it.
@@ -162,6 +167,7 @@ impl Supervisor {
             generation: 0,
             current,
             cancel_probe: Arc::new(AtomicBool::new(false)),
+            reaper: Reaper::new()?,
         })
     }
 
@@ -209,7 +215,9 @@ impl Supervisor {
                 }
                 Event::Exited(generation, status) if generation == self.generation => {
                     self.cancel_probe.store(true, Ordering::Relaxed);
-                    reap_group(pid, Duration::ZERO);
+                    reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
+                    // Its escaped descendants are the supervisor's orphans by now.
+                    self.end_adopted();
                     return Ok(Ending::Exited { status, ready });
                 }
                 // Late news of an earlier generation.
@@ -297,12 +305,14 @@ impl Supervisor {
             &mut command,
             self.launch.socket.as_ref().map(AsRawFd::as_raw_fd),
         );
-        let mut child = command
-            .spawn()
+        let mut child = self
+            .reaper
+            .spawn(&mut command, generation)
             .with_context(|| format!("could not start `{}`", self.launch.display()))?;
         let pid = child.id();
 
         let sender = self.sender.clone();
+        let reaper = self.reaper.clone();
         std::thread::Builder::new()
             .name("portguard-wait".to_owned())
             .spawn(move || {
@@ -310,6 +320,7 @@ impl Supervisor {
                 let status = child
                     .wait()
                     .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                reaper.reaped(pid, generation);
                 let _ = sender.send(Event::Exited(generation, status));
             })
             .context("could not start the wait thread")?;
@@ -336,17 +347,24 @@ impl Supervisor {
         Ok(())
     }
 
-    /// SIGTERM to the group, the grace period, SIGKILL; returns once the server is reaped and
-    /// nothing of its group is left. A second stop request skips the rest of the grace period.
+    /// SIGTERM to the group and to what left it, the grace period, SIGKILL; returns once the
+    /// server is reaped and nothing of its group, or of what left it, is left. A second stop
+    /// request skips the rest of the grace period.
     fn stop(&mut self, pid: u32) -> Result<()> {
         let grace = self.launch.shutdown_timeout;
         let started = Instant::now();
         self.cancel_probe.store(true, Ordering::Relaxed);
+        // The only server is this one, so every orphan adopted so far is one of its own.
+        let escaped = self.reaper.escaped(&[pid], true);
         output::status(
             "Stopping",
-            format!("server (pid {pid}): sent SIGTERM to its process group"),
+            format!(
+                "server (pid {pid}): sent SIGTERM to its process group{}",
+                escaped.describe("it")
+            ),
         );
         let _ = os::signal_group(pid, Sig::TERM);
+        escaped.signal(Sig::TERM);
         let deadline = started + grace;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -358,6 +376,7 @@ impl Supervisor {
                         format!("server (pid {pid}): asked twice, sent SIGKILL"),
                     );
                     let _ = os::signal_group(pid, Sig::KILL);
+                    escaped.signal(Sig::KILL);
                 }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
@@ -366,6 +385,7 @@ impl Supervisor {
                         grace.as_secs_f64()
                     ));
                     let _ = os::signal_group(pid, Sig::KILL);
+                    escaped.signal(Sig::KILL);
                     self.wait_exit()?;
                     break;
                 }
@@ -374,7 +394,12 @@ impl Supervisor {
                 }
             }
         }
-        reap_group(pid, deadline.saturating_duration_since(Instant::now()));
+        reap_remains(
+            &[pid],
+            &escaped,
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        self.end_adopted();
         output::status(
             "Stopped",
             format!(
@@ -397,17 +422,39 @@ impl Supervisor {
             }
         }
     }
+
+    /// Once no server runs: ends whatever the servers left reparented to the supervisor, and
+    /// says so, since it means a process escaped both its group and the stop's signals.
+    fn end_adopted(&self) {
+        let ended = self.reaper.end_adopted();
+        if !ended.is_empty() {
+            output::status(
+                "Killed",
+                format!(
+                    "{} left behind outside the server's process group",
+                    reaper::processes(&ended)
+                ),
+            );
+        }
+    }
 }
 
-/// Processes the server left in its group (children that ignore SIGTERM) get what is left of
-/// the grace period, then SIGKILL.
-fn reap_group(leader: u32, grace: Duration) {
+/// What the servers `leaders` left in their groups (children that ignore SIGTERM), and the
+/// processes that left those groups, get what is left of the grace period, then SIGKILL.
+fn reap_remains(leaders: &[u32], escaped: &Escaped, grace: Duration) {
     let deadline = Instant::now() + grace;
-    while os::group_exists(leader) && Instant::now() < deadline {
+    let left = || leaders.iter().any(|&leader| os::group_exists(leader)) || escaped.any_alive();
+    while left() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if os::group_exists(leader) {
-        let _ = os::signal_group(leader, Sig::KILL);
+    if left() {
+        for &leader in leaders {
+            if os::group_exists(leader) {
+                let _ = os::signal_group(leader, Sig::KILL);
+            }
+        }
+        escaped.signal(Sig::KILL);
+        escaped.wait_gone();
     }
 }
 

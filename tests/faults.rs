@@ -1,7 +1,8 @@
-//! Fault injection: planted links, damaged state, a state folder that is a file, signal storms,
-//! signals during the build or the shutdown, a server whose child keeps its socket. Whatever
-//! happens, nothing may be lost: no process left, no port held, no lock or file that blocks the
-//! next start, and a message that says what went wrong.
+//! Fault injection: planted links, damaged state, a state folder that is a file or read-only,
+//! signal storms, signals during the build or the shutdown, a server whose child keeps its
+//! socket, in its process group or out of it. Whatever happens, nothing may be lost: no process
+//! left, no port held, no lock or file that blocks the next start, and a message that says what
+//! went wrong.
 
 mod support;
 
@@ -10,6 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::*;
+
+// Some of these need the child subreaper, which only Linux has.
+#[cfg(target_os = "linux")]
+#[path = "faults/escaped.rs"]
+mod escaped;
 
 const READY: Duration = Duration::from_mins(1);
 const EXIT: Duration = Duration::from_secs(30);
@@ -218,6 +224,64 @@ fn a_state_folder_that_is_a_file_is_refused_and_nothing_starts() {
     );
 }
 
+/// A read-only `.portguard/` (mode 555) that already holds a lock file: the lock could be
+/// taken, but no record written. Root writes there all the same, so where the tests run as
+/// root (without `CAP_DAC_OVERRIDE` dropped) the case cannot be made and is skipped.
+#[test]
+fn a_read_only_state_folder_is_refused_and_nothing_starts() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Makes the folder writable again, so that the temp dir can be removed whatever happens.
+    struct Writable<'a>(&'a Path);
+    impl Drop for Writable<'_> {
+        fn drop(&mut self) {
+            let _ = fs::set_permissions(self.0, fs::Permissions::from_mode(0o755));
+        }
+    }
+
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("");
+    let state = project.state_dir();
+    fs::create_dir_all(&state).unwrap();
+    fs::write(project.lock_file(FIXTURE_INSTANCE), "").unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o555)).unwrap();
+    let _writable = Writable(&state);
+    let probe = state.join("probe");
+    if fs::write(&probe, "").is_ok() {
+        fs::remove_file(&probe).unwrap();
+        eprintln!("a read-only folder stops no write here (root): skipped");
+        return;
+    }
+
+    let finished = project.run_serve_safe(&[]);
+    // exit_codes::FAILURE
+    assert_eq!(finished.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("the state folder `")
+            && finished.stderr.contains(".portguard` is not writable"),
+        "the message names the folder:\n{}",
+        finished.describe()
+    );
+    assert!(
+        !finished.stderr.contains("Starting"),
+        "{}",
+        finished.describe()
+    );
+    if let Err(left) = project.wait_until_no_process_left(GONE) {
+        panic!("processes left behind: {left:?}");
+    }
+    assert!(wait_until_port_free(port, GONE));
+    let files: Vec<String> = fs::read_dir(&state)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [format!("{FIXTURE_INSTANCE}.lock")],
+        "nothing written"
+    );
+}
+
 #[test]
 fn a_storm_of_twenty_sigints_ends_in_a_clean_exit() {
     let project = TestProject::fixture();
@@ -283,7 +347,12 @@ fn start_with_child(project: &TestProject, fork_option: &str) -> (Running, u32, 
 fn stop_ends_a_forked_child(metadata: &str, fork_option: &str) {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port(metadata);
-    let (mut running, _, child) = start_with_child(&project, fork_option);
+    let (running, _, child) = start_with_child(&project, fork_option);
+    stop_ends_child(&project, running, child, port);
+}
+
+/// `stop`: the supervisor exits 0, `child` is gone, nothing is left and the next start works.
+fn stop_ends_child(project: &TestProject, mut running: Running, child: u32, port: u16) {
     let stopped = project.run_portguard(&["stop"]);
     assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
     let status = running.wait_exit(EXIT).expect("serve-safe did not exit");
@@ -292,8 +361,8 @@ fn stop_ends_a_forked_child(metadata: &str, fork_option: &str) {
         wait_until(GONE, || !process_alive(child)),
         "the server's child {child} survived the stop"
     );
-    assert_nothing_left(&project, port);
-    assert_next_start_works(&project, port);
+    assert_nothing_left(project, port);
+    assert_next_start_works(project, port);
 }
 
 #[test]

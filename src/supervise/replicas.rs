@@ -3,6 +3,10 @@
 //! asked is started again after a back-off, and a restart replaces them one at a time, so the
 //! service keeps answering. Still one channel and no polling: the loop sleeps until an event or
 //! the nearest restart deadline.
+//!
+//! Processes that leave a replica's group are stopped with it when it is found in the tree below
+//! it; an orphan the supervisor adopted cannot be told to belong to one replica rather than
+//! another, so only a stop of all replicas ends those.
 
 use std::collections::HashSet;
 use std::process::ExitStatus;
@@ -11,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use super::{Ending, Event, Observer, Supervisor, describe, reap_group};
+use super::reaper::{Escaped, pid_list};
+use super::{Ending, Event, Observer, Supervisor, describe, reap_remains};
 use crate::os::{self, Sig};
 use crate::{output, signals};
 
@@ -77,7 +82,7 @@ impl Replicas {
         let Some((_, pid)) = replica.process.take() else {
             return;
         };
-        reap_group(pid, Duration::ZERO);
+        reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
         if replica.started.elapsed() >= HEALTHY_RUN {
             replica.crashes = 0;
         }
@@ -113,13 +118,6 @@ enum Waited {
 enum Until {
     Exit(u32),
     Ready(u32),
-}
-
-fn pid_list(pids: &[u32]) -> String {
-    pids.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Supervisor {
@@ -191,7 +189,7 @@ impl Supervisor {
                         // where restarting would hide it.
                         self.cancel_probe.store(true, Ordering::Relaxed);
                         if let Some((_, pid)) = set.0[index].process.take() {
-                            reap_group(pid, Duration::ZERO);
+                            reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
                         }
                         self.stop_all(&mut set)?;
                         return Ok(Ending::Exited {
@@ -269,7 +267,9 @@ impl Supervisor {
         for index in 0..set.0.len() {
             if let Some((generation, pid)) = set.0[index].process {
                 let started = Instant::now();
+                let escaped = self.reaper.escaped(&[pid], false);
                 let _ = os::signal_group(pid, Sig::TERM);
+                escaped.signal(Sig::TERM);
                 let deadline = started + grace;
                 let waited = match self.wait_for(set, Until::Exit(generation), Some(deadline))? {
                     Waited::Timeout => {
@@ -278,6 +278,7 @@ impl Supervisor {
                             grace.as_secs_f64()
                         ));
                         let _ = os::signal_group(pid, Sig::KILL);
+                        escaped.signal(Sig::KILL);
                         self.wait_for(set, Until::Exit(generation), None)?
                     }
                     waited => waited,
@@ -287,7 +288,11 @@ impl Supervisor {
                     return Ok(false);
                 }
                 set.0[index].process = None;
-                reap_group(pid, deadline.saturating_duration_since(Instant::now()));
+                reap_remains(
+                    &[pid],
+                    &escaped,
+                    deadline.saturating_duration_since(Instant::now()),
+                );
                 output::status(
                     "Stopped",
                     format!(
@@ -376,17 +381,23 @@ impl Supervisor {
             .collect();
         let pids: Vec<u32> = running.iter().map(|&(_, pid)| pid).collect();
         if running.is_empty() {
+            // Replicas that crashed may have left orphans all the same.
+            self.end_adopted();
             return Ok(());
         }
+        // Every replica stops, so every orphan adopted so far is one of theirs.
+        let escaped = self.reaper.escaped(&pids, true);
         for &pid in &pids {
             let _ = os::signal_group(pid, Sig::TERM);
         }
+        escaped.signal(Sig::TERM);
         output::status(
             "Stopping",
             format!(
-                "{} replicas (pids {}): sent SIGTERM to their process groups",
+                "{} replicas (pids {}): sent SIGTERM to their process groups{}",
                 pids.len(),
-                pid_list(&pids)
+                pid_list(&pids),
+                escaped.describe("them")
             ),
         );
         let mut left: HashSet<u32> = running.iter().map(|&(generation, _)| generation).collect();
@@ -396,6 +407,7 @@ impl Supervisor {
                     let _ = os::signal_group(pid, Sig::KILL);
                 }
             }
+            escaped.signal(Sig::KILL);
         };
         let deadline = started + grace;
         let mut killed = false;
@@ -430,9 +442,12 @@ impl Supervisor {
                 }
             }
         }
-        for &pid in &pids {
-            reap_group(pid, deadline.saturating_duration_since(Instant::now()));
-        }
+        reap_remains(
+            &pids,
+            &escaped,
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        self.end_adopted();
         output::status(
             "Stopped",
             format!(

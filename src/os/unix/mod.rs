@@ -2,6 +2,8 @@
 
 mod process;
 mod sockets;
+mod tree;
 
 pub use process::*;
 pub use sockets::*;
+pub use tree::*;

@@ -71,7 +71,7 @@ fn place_at_listen_fd(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn pid(pid: u32) -> io::Result<Pid> {
+pub(super) fn pid(pid: u32) -> io::Result<Pid> {
     i32::try_from(pid)
         .ok()
         .and_then(Pid::from_raw)
@@ -137,7 +137,7 @@ pub fn start_time(target: u32) -> Option<String> {
 /// The fields of /proc/PID/stat after the command name, which may itself hold spaces and
 /// parentheses: the state is the first.
 #[cfg(target_os = "linux")]
-fn proc_stat_fields(target: u32) -> Option<Vec<String>> {
+pub(super) fn proc_stat_fields(target: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{target}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
     Some(after_name.split_whitespace().map(str::to_owned).collect())
