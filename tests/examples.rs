@@ -4,46 +4,9 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use support::*;
-
-/// A copy of `examples/NAME` in a temp dir (its build output and state left behind), building
-/// into `target_dir`.
-fn example(name: &str, target_dir: std::path::PathBuf) -> TestProject {
-    let dir = tempfile::Builder::new()
-        .prefix("portguard-example-")
-        .tempdir()
-        .expect("create temp dir");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name);
-    copy(&source, dir.path());
-    TestProject {
-        root: dir.path().to_path_buf(),
-        dir,
-        target_dir,
-    }
-}
-
-fn copy(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create example folder");
-    for entry in fs::read_dir(from)
-        .expect("read example")
-        .map(|e| e.expect("read example entry"))
-    {
-        let name = entry.file_name();
-        if name == "target" || name == ".portguard" {
-            continue;
-        }
-        if entry.file_type().expect("file type").is_dir() {
-            copy(&entry.path(), &to.join(&name));
-        } else {
-            fs::copy(entry.path(), to.join(&name)).expect("copy example file");
-        }
-    }
-}
 
 /// Starts the example detached on a port from the OS, checks it, and stops it.
 fn serve_check_stop(project: &TestProject, instance: &str, greeting: &str) {
@@ -76,13 +39,13 @@ fn serve_check_stop(project: &TestProject, instance: &str, greeting: &str) {
 
 #[test]
 fn the_quick_start_std_server_serves_through_the_handed_over_socket() {
-    let project = example("hello-server", kept_target_dir("example-hello-server"));
+    let project = TestProject::example("hello-server", kept_target_dir("example-hello-server"));
     serve_check_stop(&project, "hello-server", "Hello from hello-server");
 }
 
 #[test]
 fn the_axum_example_builds_and_serves() {
-    let project = example("axum-server", kept_target_dir("example-axum-server"));
+    let project = TestProject::example("axum-server", kept_target_dir("example-axum-server"));
     // The first build fetches and compiles axum and tokio; later runs reuse the kept target dir.
     let build = run_within(
         project.command(cargo_bin(), &["build", "--locked"]),

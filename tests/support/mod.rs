@@ -1273,6 +1273,44 @@ impl TestProject {
     }
 }
 
+impl TestProject {
+    /// A copy of `examples/NAME` in a temp dir (its build output and state left behind),
+    /// building into `target_dir`.
+    pub fn example(name: &str, target_dir: PathBuf) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("portguard-example-")
+            .tempdir()
+            .expect("create temp dir");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
+        copy_example(&source, dir.path());
+        TestProject {
+            root: dir.path().to_path_buf(),
+            dir,
+            target_dir,
+        }
+    }
+}
+
+fn copy_example(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create example folder");
+    for entry in fs::read_dir(from)
+        .expect("read example")
+        .map(|e| e.expect("read example entry"))
+    {
+        let name = entry.file_name();
+        if name == "target" || name == ".portguard" {
+            continue;
+        }
+        if entry.file_type().expect("file type").is_dir() {
+            copy_example(&entry.path(), &to.join(&name));
+        } else {
+            fs::copy(entry.path(), to.join(&name)).expect("copy example file");
+        }
+    }
+}
+
 /// The folder of `cargo-serve-safe` and `cargo-portguard` under test.
 pub fn test_bin_dir() -> PathBuf {
     serve_safe_bin()
