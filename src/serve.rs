@@ -192,8 +192,8 @@ fn serve_planned(
     // Held until the instance ends, so no other start takes the port meanwhile.
     let _reservation = selection.reservation;
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
-    sweep_notify_sockets(&runtime);
-    launch.notify_socket = Some(runtime.join(format!("notify-{}.sock", std::process::id())));
+    launch.notify_socket = notify_folder(&runtime)
+        .map(|folder| folder.join(format!("notify-{}.sock", std::process::id())));
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
     let replicas = match launch.replicas {
         1 => String::new(),
@@ -261,10 +261,30 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
     }
 }
 
-/// A supervisor killed with SIGKILL leaves its notify socket behind; the next one removes the
-/// sockets of supervisors that no longer run.
-fn sweep_notify_sockets(runtime: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(runtime) else {
+/// The folder for notify sockets, swept first: a supervisor killed with SIGKILL leaves its
+/// socket behind, and the next one removes the sockets of supervisors that no longer run. A
+/// folder of their own, because the runtime folder also holds a reservation file for every
+/// port ever used, and listing those would cost milliseconds on the way to `cargo run`.
+/// Without it the server gets no `NOTIFY_SOCKET` and readiness is probed only.
+fn notify_folder(runtime: &std::path::Path) -> Option<PathBuf> {
+    let folder = runtime.join("notify");
+    match std::fs::create_dir(&folder) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => {
+            output::warning(format!(
+                "cannot create `{}` ({error}): readiness is not read from NOTIFY_SOCKET",
+                folder.display()
+            ));
+            return None;
+        }
+    }
+    sweep_notify_sockets(&folder);
+    Some(folder)
+}
+
+fn sweep_notify_sockets(folder: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
         return;
     };
     for entry in entries.flatten() {
