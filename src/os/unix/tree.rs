@@ -68,11 +68,16 @@ pub struct ProcessTree {
 }
 
 impl ProcessTree {
-    /// Reads the process table; empty when it cannot be read.
+    /// Reads this process and everything below it; empty when that cannot be read.
+    ///
+    /// On Linux the walk follows each task's `children` file from this process down, which
+    /// reads only the few processes a supervisor has below it; a full scan of `/proc` costs
+    /// about a millisecond on a quiet machine, and it sits on the path of every stop.
     #[must_use]
     pub fn read() -> Self {
         let mut tree = ProcessTree::default();
-        for Entry { pid, parent, group } in entries() {
+        let entries = below(std::process::id()).unwrap_or_else(entries);
+        for Entry { pid, parent, group } in entries {
             tree.children.entry(parent).or_default().push(pid);
             tree.groups.insert(pid, group);
         }
@@ -144,6 +149,48 @@ fn entries() -> Vec<Entry> {
             })
         })
         .collect()
+}
+
+/// The processes below `root`, from `/proc/PID/task/TID/children`; `None` where the kernel
+/// does not provide those files (`CONFIG_PROC_CHILDREN`), and the whole table is read instead.
+#[cfg(target_os = "linux")]
+fn below(root: u32) -> Option<Vec<Entry>> {
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    let mut seen = HashSet::from([root]);
+    while let Some(parent) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children"));
+            let children = match children {
+                Ok(text) => text,
+                Err(error) if error.kind() == io::ErrorKind::NotFound && parent == root => {
+                    return None;
+                }
+                Err(_) => continue,
+            };
+            for pid in children.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+                if !seen.insert(pid) {
+                    continue;
+                }
+                let Some(group) = super::process::proc_stat_fields(pid)
+                    .and_then(|fields| fields.get(2)?.parse().ok())
+                else {
+                    continue;
+                };
+                found.push(Entry { pid, parent, group });
+                next.push(pid);
+            }
+        }
+    }
+    Some(found)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn below(_root: u32) -> Option<Vec<Entry>> {
+    None
 }
 
 #[cfg(not(target_os = "linux"))]
