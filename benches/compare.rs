@@ -73,7 +73,7 @@ impl Plan {
             Plan {
                 quick,
                 only,
-                start_rounds: 21,
+                start_rounds: 31,
                 select_runs: 1000,
                 stop_rounds: 21,
                 status_runs: 101,

@@ -171,7 +171,10 @@ fn below(root: u32) -> Option<Vec<Entry>> {
                 }
                 Err(_) => continue,
             };
-            for pid in children.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+            for pid in children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+            {
                 if !seen.insert(pid) {
                     continue;
                 }
