@@ -38,6 +38,7 @@ pub fn portguard_main(args: Vec<OsString>) -> i32 {
         PortguardCommand::Init(args) => scaffold::init(common, args, vars),
         PortguardCommand::Ports(args) => crate::ports::ports(common, args, vars),
         PortguardCommand::Config(args) => crate::config::report::config(common, args, vars),
+        PortguardCommand::Generate(args) => crate::generate::generate(common, args, vars),
     })
 }
 

@@ -66,6 +66,67 @@ pub enum PortguardCommand {
     Ports(ConfigQueryArgs),
     /// Show the effective configuration and where each value comes from
     Config(ConfigQueryArgs),
+    /// Write systemd units, a Dockerfile and Kubernetes manifests from the configuration
+    Generate(GenerateArgs),
+}
+
+/// Where `generate --bin-dir` points by default: where installed binaries go on most servers.
+pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// What to generate [default: all three]
+    #[arg(value_enum, value_name = "TARGET")]
+    pub targets: Vec<DeployTarget>,
+    /// Write nothing; exit 1 with a diff when a generated file does not match the configuration
+    #[arg(long, conflicts_with = "dry_run")]
+    pub check: bool,
+    /// Print every change as a unified diff and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace files of the same name that portguard did not generate
+    #[arg(long)]
+    pub force: bool,
+    /// Apply the env.NAME table (say, production)
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Binary to deploy [default: as `serve-safe` chooses]
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
+    /// Name of the units and Kubernetes objects [default: the binary's name]
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Kubernetes replicas
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replicas: u32,
+    /// Container image for Kubernetes [default: PACKAGE:VERSION]
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Folder of the installed binary, for systemd's `ExecStart`
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BIN_DIR)]
+    pub bin_dir: PathBuf,
+}
+
+/// The production files `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployTarget {
+    /// deploy/systemd/INSTANCE.socket and .service (socket activation)
+    Systemd,
+    /// Dockerfile and .dockerignore
+    Docker,
+    /// deploy/kubernetes/INSTANCE.yaml (Deployment and Service)
+    Kubernetes,
+}
+
+impl DeployTarget {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DeployTarget::Systemd => "systemd",
+            DeployTarget::Docker => "docker",
+            DeployTarget::Kubernetes => "kubernetes",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

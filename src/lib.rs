@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod detach;
 pub mod exit_codes;
+pub mod generate;
 pub mod health;
 pub mod lock;
 pub mod logs;

@@ -4,7 +4,7 @@
 //! first and written as one transaction; a second run changes nothing.
 
 mod dotfiles;
-mod files;
+pub(crate) mod files;
 mod manifest;
 mod templates;
 

@@ -110,6 +110,14 @@ fn portguard_run_help() {
 }
 
 #[test]
+fn portguard_generate_help() {
+    assert_data_eq!(
+        stdout_of(portguard_bin(), &["portguard", "generate", "--help"]),
+        file!["snapshots/portguard-generate-help.txt"]
+    );
+}
+
+#[test]
 fn subcommand_word_is_optional() {
     let serve_safe = stdout_of(serve_safe_bin(), &["serve-safe", "--help"]);
     assert_eq!(stdout_of(serve_safe_bin(), &["--help"]), serve_safe);
