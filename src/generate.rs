@@ -83,10 +83,11 @@ pub fn generate(
     };
     let command = command_line(args, &targets);
     let mut changes = Vec::new();
-    for file in targets
-        .iter()
-        .flat_map(|target| render(*target, &deployment, &project))
-    {
+    let mut rendered = Vec::new();
+    for target in &targets {
+        rendered.extend(render(*target, &deployment, &project)?);
+    }
+    for file in rendered {
         let after = format!("{}{}", header(&project, &deployment, &command), file.body);
         let before = read_existing(&file.path)?;
         if let Some(before) = &before
@@ -228,13 +229,19 @@ impl Deployment {
     }
 }
 
-fn render(target: DeployTarget, deployment: &Deployment, project: &Project) -> Vec<Generated> {
+fn render(
+    target: DeployTarget,
+    deployment: &Deployment,
+    project: &Project,
+) -> Result<Vec<Generated>, BadInput> {
     let root = project.package_root();
-    match target {
+    Ok(match target {
         DeployTarget::Systemd => systemd::render(deployment, &root.join("deploy/systemd")),
         DeployTarget::Docker => docker::render(deployment, root, &project.workspace_root),
-        DeployTarget::Kubernetes => kubernetes::render(deployment, &root.join("deploy/kubernetes")),
-    }
+        DeployTarget::Kubernetes => {
+            kubernetes::render(deployment, &root.join("deploy/kubernetes"))?
+        }
+    })
 }
 
 /// The header of every file: where it came from and how to bring it up to date. Paths are

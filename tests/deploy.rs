@@ -88,6 +88,44 @@ fn generate(project: &TestProject, args: &[&str]) {
 // ---------------------------------------------------------------------------
 // systemd (`systemd-socket-activate` exists on Linux only)
 
+/// `systemd-analyze verify` loads the units as systemd would (every key known, values well
+/// formed, the socket and the service naming each other); it needs `ExecStart` to exist, so
+/// the units point at a stand-in binary of the same name.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify() {
+    let Ok(analyze) = which::which("systemd-analyze") else {
+        tool_missing("systemd-analyze is not on PATH");
+        return;
+    };
+    let project = hello_server();
+    let bin_dir = tempfile::tempdir().expect("create a bin dir");
+    let stand_in = bin_dir.path().join("hello-server");
+    fs::write(&stand_in, "#!/bin/sh\nexit 0\n").expect("write the stand-in");
+    fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("make the stand-in executable");
+    generate(
+        &project,
+        &[
+            "systemd",
+            "--bin-dir",
+            bin_dir.path().to_str().expect("UTF-8 path"),
+        ],
+    );
+    let units = project.root.join("deploy/systemd");
+    let mut command = Command::new(analyze);
+    command
+        .arg("verify")
+        .arg(units.join("hello-server.socket"))
+        .arg(units.join("hello-server.service"));
+    let verified = run_within(command, VALIDATE_TIMEOUT);
+    assert_eq!(verified.code(), Some(0), "{}", verified.describe());
+    assert!(verified.stderr.trim().is_empty(), "{}", verified.describe());
+}
+
 /// The `(section, key, value)` settings of a unit file, in order; comments and blank lines
 /// left out.
 #[cfg(target_os = "linux")]

@@ -399,3 +399,28 @@ fn the_examples_committed_files_match_their_configuration() {
     let finished = run_within(command, COMMAND_TIMEOUT);
     assert_eq!(finished.code(), Some(0), "{}", finished.describe());
 }
+
+#[test]
+fn instance_names_become_kubernetes_names() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    generated(&project, &["kubernetes", "--instance", "My_Server.v2"]);
+    let text = project.read_file("deploy/kubernetes/My_Server.v2.yaml");
+    assert!(text.contains("  name: my-server-v2\n"), "{text}");
+    assert!(text.contains("        - name: my-server-v2\n"), "{text}");
+    let body: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
+    assert!(
+        !body.iter().any(|line| line.contains("My_Server")),
+        "{text}"
+    );
+
+    let refused = generate(&project, &["kubernetes", "--instance", "9lives"]);
+    assert_eq!(refused.code(), Some(2), "{}", refused.describe());
+    assert!(
+        refused
+            .stderr
+            .contains("instance `9lives` cannot name Kubernetes objects"),
+        "{}",
+        refused.describe()
+    );
+}

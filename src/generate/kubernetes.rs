@@ -9,22 +9,67 @@ use std::path::Path;
 
 use super::{Deployment, Generated, ceil_seconds};
 use crate::cli::DeployTarget;
+use crate::exit_codes::BadInput;
 
-pub(super) fn render(deployment: &Deployment, dir: &Path) -> Vec<Generated> {
-    vec![Generated {
+pub(super) fn render(deployment: &Deployment, dir: &Path) -> Result<Vec<Generated>, BadInput> {
+    let name = object_name(&deployment.instance)?;
+    Ok(vec![Generated {
         path: dir.join(format!("{}.yaml", deployment.instance)),
         target: DeployTarget::Kubernetes,
-        body: manifests(deployment),
-    }]
+        body: manifests(deployment, &name),
+    }])
 }
 
 fn quoted(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
-fn manifests(deployment: &Deployment) -> String {
+/// The instance as a Kubernetes object name (a DNS-1035 label, which also satisfies DNS-1123
+/// and container names): lowercase letters, digits and `-`, starting with a letter, at most
+/// 63 characters. `my_server` becomes `my-server`.
+///
+/// # Errors
+/// When no such name can be made from it.
+pub(super) fn object_name(instance: &str) -> Result<String, BadInput> {
+    let name: String = instance
+        .chars()
+        .map(|c| match c {
+            '_' | '.' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    let name = name.trim_matches('-');
+    if name.starts_with(|c: char| c.is_ascii_lowercase()) && name.len() <= 63 {
+        Ok(name.to_owned())
+    } else {
+        Err(BadInput(format!(
+            "instance `{instance}` cannot name Kubernetes objects: a name must start with a \
+             letter and have at most 63 letters, digits and `-`; pass `--instance NAME`"
+        )))
+    }
+}
+
+/// A label value: letters, digits, `-`, `_` and `.`, at most 63, alphanumeric at both ends.
+/// Semantic-version build metadata (`+build.5`) has a `+`, which labels do not allow.
+fn label_value(text: &str) -> String {
+    let value: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    value
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+fn manifests(deployment: &Deployment, name: &str) -> String {
     let config = &deployment.config;
-    let name = &deployment.instance;
     let port = config.preferred_port.value;
     let probe_timeout = ceil_seconds(config.check_timeout.value);
     let probe = match &config.health_path.value {
@@ -94,11 +139,34 @@ spec:\n\
 \x20     port: {port}\n\
 \x20     targetPort: http\n\
 \x20     protocol: TCP\n",
-        version = quoted(&deployment.version),
+        version = quoted(&label_value(&deployment.version)),
         replicas = deployment.replicas,
         stop_ms = config.shutdown_timeout.value.as_millis(),
         grace = ceil_seconds(config.shutdown_timeout.value),
         image = quoted(&deployment.image),
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_become_dns_labels_or_are_refused() {
+        assert_eq!(object_name("hello-server").unwrap(), "hello-server");
+        assert_eq!(object_name("My_Server.v2").unwrap(), "my-server-v2");
+        assert_eq!(object_name("_api_").unwrap(), "api");
+        for refused in ["9lives", "-", &"a".repeat(64)] {
+            let error = object_name(refused).unwrap_err().to_string();
+            assert!(error.contains(&format!("instance `{refused}`")), "{error}");
+        }
+    }
+
+    #[test]
+    fn versions_become_label_values() {
+        assert_eq!(label_value("0.1.0"), "0.1.0");
+        assert_eq!(label_value("1.0.0-rc.1+build.5"), "1.0.0-rc.1_build.5");
+        assert_eq!(label_value(&"9".repeat(80)).len(), 63);
+    }
 }

@@ -83,10 +83,10 @@ fn service(deployment: &Deployment) -> String {
          KillSignal=SIGTERM\n\
          TimeoutStopSec={stop}ms\n\
          Restart=on-failure\n\
+         # The socket comes from systemd, so the server needs no privilege: a user of its own.\n\
+         DynamicUser=yes\n\
          NoNewPrivileges=yes\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n",
+         # No [Install]: enable the socket, and the first connection starts the service.\n",
         package = deployment.package,
         version = deployment.version,
         exec = deployment.bin_dir.join(&deployment.bin).display(),
