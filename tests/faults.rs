@@ -465,3 +465,61 @@ fn sigkill_to_the_supervisor_during_shutdown_leaves_nothing() {
     );
     stop_cleanly(&project, again, port);
 }
+
+#[test]
+fn sigkill_to_the_supervisor_during_the_build_leaves_nothing_after_the_next_start() {
+    // A target dir of its own, so that the first start has to compile.
+    let project = TestProject::fixture().own_target_dir();
+    let port = project.set_metadata_on_free_port("");
+    let mut running = project.serve(&[]);
+    running
+        .wait_for_stderr("Compiling", READY)
+        .unwrap_or_else(|stderr| panic!("no build seen:\n{stderr}"));
+    running.signal(Signal::KILL);
+    running
+        .wait_exit(EXIT)
+        .expect("the supervisor survived SIGKILL");
+    // cargo dies with its supervisor (parent-death signal); the rustc it started may still be
+    // finishing a crate. The next start must end whatever is left of that build, build again
+    // and serve.
+    let again = start_ready(&project, &[]);
+    assert_eq!(
+        project.read_json(FIXTURE_INSTANCE).unwrap()["port"],
+        port,
+        "the next start did not get its port:\n{}",
+        again.stderr()
+    );
+    stop_cleanly(&project, again, port);
+}
+
+#[test]
+fn sigkill_to_the_supervisor_before_the_server_is_ready_leaves_nothing() {
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("");
+    // The server binds three seconds after it starts: it runs, but is not ready yet.
+    let mut running = project.serve(&["--", "--delay-ms", "3000"]);
+    assert!(
+        wait_until(READY, || project.read_pid(FIXTURE_INSTANCE).is_some()),
+        "the start never recorded its server:\n{}",
+        running.stderr()
+    );
+    let pid = project.read_pid(FIXTURE_INSTANCE).unwrap();
+    assert!(
+        !running.stderr().contains("Running on"),
+        "ready too soon: {}",
+        running.stderr()
+    );
+    running.signal(Signal::KILL);
+    running
+        .wait_exit(EXIT)
+        .expect("the supervisor survived SIGKILL");
+    assert!(
+        wait_until(GONE, || !process_alive(pid)),
+        "server pid {pid} outlived its SIGKILLed supervisor"
+    );
+    if let Err(left) = project.wait_until_no_process_left(GONE) {
+        panic!("processes left behind: {left:?}");
+    }
+    assert!(wait_until_port_free(port, GONE), "port {port} still held");
+    assert_next_start_works(&project, port);
+}
