@@ -387,21 +387,33 @@ fn stop_ends_a_forked_child_that_ignores_sigterm() {
 fn a_crashed_server_leaves_no_forked_child() {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port("");
-    let (mut running, server, child) = start_with_child(&project, "--fork-child");
-    // Killed behind portguard's back, as the OOM killer would: its child stays.
+    let (running, server, child) = start_with_child(&project, "--fork-child");
+    crash_server_and_check_its_child_is_gone(&project, running, server, child, port);
+}
+
+/// Kills `server` behind portguard's back, as the OOM killer would, and checks that its
+/// `child` goes with it, the supervisor reports the signal and the next start works.
+fn crash_server_and_check_its_child_is_gone(
+    project: &TestProject,
+    mut running: Running,
+    server: u32,
+    child: u32,
+    port: u16,
+) {
     rustix::process::kill_process(
-        rustix::process::Pid::from_raw(server as i32).unwrap(),
+        rustix::process::Pid::from_raw(server as i32).expect("a server pid is positive"),
         Signal::KILL,
     )
-    .unwrap();
+    .expect("kill the server");
     let status = running.wait_exit(EXIT).expect("serve-safe did not exit");
     assert_eq!(status.code(), Some(128 + 9), "{}", running.stderr());
     assert!(
         wait_until(GONE, || !process_alive(child)),
-        "the crashed server's child {child} survived"
+        "the crashed server's child {child} survived:\n{}",
+        running.stderr()
     );
-    assert_nothing_left(&project, port);
-    assert_next_start_works(&project, port);
+    assert_nothing_left(project, port);
+    assert_next_start_works(project, port);
 }
 
 #[test]

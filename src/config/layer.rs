@@ -44,6 +44,12 @@ const KEYS: [(&str, Key); 12] = [
     ("bin", Key::Bin),
 ];
 
+/// The keys a portguard table may hold, `env` aside.
+#[cfg(test)]
+pub(super) fn key_names() -> Vec<&'static str> {
+    KEYS.iter().map(|(name, _)| *name).collect()
+}
+
 /// The environment variables that override keys.
 const VARS: [(&str, Key); 7] = [
     ("PORT", Key::PreferredPort),

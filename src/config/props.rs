@@ -21,22 +21,6 @@ use super::{Config, Inputs, PortRange, Source, Sourced, Warning, dotenv, resolve
 const WS: &str = "/w/Cargo.toml";
 const PKG: &str = "/p/Cargo.toml";
 
-/// The keys of a portguard table, `env` aside, as the contract lists them.
-const KEYS: [&str; 12] = [
-    "preferred-port",
-    "fallback-ports",
-    "port-range",
-    "max-attempts",
-    "check-timeout-ms",
-    "dynamic-port",
-    "host",
-    "handoff",
-    "shutdown-timeout-ms",
-    "health-path",
-    "ready-timeout-ms",
-    "bin",
-];
-
 /// The variables portguard reads, from the environment or from `.env`, and the keys they set.
 const VAR_KEYS: [(&str, Option<&str>); 8] = [
     ("PORT", Some("preferred-port")),
@@ -303,7 +287,7 @@ fn toml_value() -> impl Strategy<Value = Value> {
 /// A key of a portguard table: a known one, `env`, a near miss or anything.
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => select(KEYS.to_vec()).prop_map(str::to_owned),
+        3 => select(super::layer::key_names()).prop_map(str::to_owned),
         1 => Just("env".to_owned()),
         1 => "[a-z_-]{1,16}",
         1 => any::<String>(),
@@ -468,7 +452,7 @@ proptest! {
     #[test]
     fn one_key_is_accepted_from_its_table_or_blamed(
         scope in Scope::all(),
-        key in select(KEYS.to_vec()),
+        key in select(super::layer::key_names()),
         value in toml_value(),
     ) {
         match scope.case(one_key(key, value.clone())).run().result {
@@ -486,7 +470,7 @@ proptest! {
     fn unknown_keys_only_warn(
         scope in Scope::all(),
         key in prop_oneof!["[a-z_-]{1,16}", any::<String>()]
-            .prop_filter("an unknown key", |k| !KEYS.contains(&k.as_str()) && k != "env"),
+            .prop_filter("an unknown key", |k| !super::layer::key_names().contains(&k.as_str()) && k != "env"),
         value in toml_value(),
     ) {
         let (_, warnings) = scope

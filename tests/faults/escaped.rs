@@ -93,21 +93,8 @@ fn ctrl_c_ends_a_child_that_left_the_process_group() {
 fn a_crashed_server_leaves_no_child_outside_its_group() {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port("");
-    let (mut running, server, child) = start_with_escaped_child(&project, "--setsid-child");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(server as i32).unwrap(),
-        Signal::KILL,
-    )
-    .unwrap();
-    let status = running.wait_exit(EXIT).expect("serve-safe did not exit");
-    assert_eq!(status.code(), Some(128 + 9), "{}", running.stderr());
-    assert!(
-        !process_alive(child),
-        "the crashed server's child {child} survived its supervisor:\n{}",
-        running.stderr()
-    );
-    assert_nothing_left(&project, port);
-    assert_next_start_works(&project, port);
+    let (running, server, child) = start_with_escaped_child(&project, "--setsid-child");
+    crash_server_and_check_its_child_is_gone(&project, running, server, child, port);
 }
 
 #[test]
