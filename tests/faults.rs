@@ -213,10 +213,7 @@ fn a_state_folder_that_is_a_file_is_refused_and_nothing_starts() {
         "{}",
         finished.describe()
     );
-    if let Err(left) = project.wait_until_no_process_left(GONE) {
-        panic!("processes left behind: {left:?}");
-    }
-    assert!(wait_until_port_free(port, GONE));
+    assert_nothing_left(&project, port);
     assert_eq!(
         fs::read_to_string(project.state_dir()).unwrap(),
         "not a folder\n",
@@ -267,10 +264,7 @@ fn a_read_only_state_folder_is_refused_and_nothing_starts() {
         "{}",
         finished.describe()
     );
-    if let Err(left) = project.wait_until_no_process_left(GONE) {
-        panic!("processes left behind: {left:?}");
-    }
-    assert!(wait_until_port_free(port, GONE));
+    assert_nothing_left(&project, port);
     let files: Vec<String> = fs::read_dir(&state)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
