@@ -140,7 +140,7 @@ impl std::error::Error for NoFreePort {}
 /// Whether `port` is free on `host`, by the rules of this module. Nothing stays bound.
 #[must_use]
 pub fn check(host: IpAddr, port: u16) -> PortState {
-    match probe_all(host, port) {
+    match probe_all(host, port, false) {
         Ok(()) => PortState::Free,
         Err(state) => with_holder(port, state),
     }
@@ -154,7 +154,7 @@ pub fn check(host: IpAddr, port: u16) -> PortState {
 /// # Errors
 /// The state of the port when it is not free.
 pub fn bind(host: IpAddr, port: u16) -> Result<TcpListener, PortState> {
-    bind_checked(host, port).map_err(|state| with_holder(port, state))
+    bind_checked(host, port, false).map_err(|state| with_holder(port, state))
 }
 
 /// Takes the first free port among `candidates` (duplicates are tried once), or, when all are
@@ -175,12 +175,13 @@ pub fn select(
     let mut skipped = Vec::new();
     let mut tried = HashSet::new();
     let mut chosen = None;
+    let mut scout = Scout::default();
 
     for &port in candidates {
         if !tried.insert(port) {
             continue;
         }
-        match reserve_and_bind(host, port, reservations) {
+        match reserve_and_bind(&mut scout, host, port, reservations) {
             Ok((listener, reservation)) => {
                 chosen = Some((port, listener, false, reservation));
                 break;
@@ -202,7 +203,7 @@ pub fn select(
             if !tried.insert(port) {
                 continue;
             }
-            match reserve_and_bind(host, port, reservations) {
+            match reserve_and_bind(&mut scout, host, port, reservations) {
                 Ok((listener, reservation)) => {
                     chosen = Some((port, listener, true, reservation));
                     break;
@@ -229,10 +230,20 @@ pub fn select(
 /// The reservation first (a lock, no traffic), then the bind: a port another portguard holds is
 /// skipped even when its server has not bound it yet.
 fn reserve_and_bind(
+    scout: &mut Scout,
     host: IpAddr,
     port: u16,
     reservations: Option<&Reservations>,
 ) -> Result<(TcpListener, Option<Reservation>), PortState> {
+    // Most skipped candidates are busy, and one bind tells so for less than opening and
+    // locking a reservation file. Before the reservation only where probes set SO_REUSEADDR:
+    // there a probe cannot get in the way of a server that binds the port at the same moment
+    // (std, tokio and socket2 listeners set it too), so a port reserved for a server about to
+    // bind it stays safe.
+    let scouted = reservations.is_none() || os::probe_reuse_address();
+    if scouted {
+        scout.check(SocketAddr::new(host, port))?;
+    }
     let reservation = match reservations.map(|r| r.claim(port)).transpose() {
         Ok(Some(Claim::Taken(by))) => return Err(PortState::Reserved { by }),
         Ok(Some(Claim::Ours(reservation))) => Some(reservation),
@@ -244,7 +255,7 @@ fn reserve_and_bind(
         }
     };
     // A port that turns out busy is given back at once, by dropping the reservation.
-    let listener = bind_checked(host, port)?;
+    let listener = bind_checked(host, port, scouted)?;
     let reservation = reservation.map(|mut reservation| {
         // An unlabelled reservation still holds the port; others just cannot say whose it is.
         let _ = reservation.label();
@@ -274,8 +285,9 @@ pub fn describe_skipped(skipped: &[Skipped]) -> String {
 }
 
 /// The probes, then the real bind and listen; busy states come without a holder.
-fn bind_checked(host: IpAddr, port: u16) -> Result<TcpListener, PortState> {
-    probe_all(host, port)?;
+/// `host_probed`: a probe of `host` itself has just passed, so only the others are left.
+fn bind_checked(host: IpAddr, port: u16, host_probed: bool) -> Result<TcpListener, PortState> {
+    probe_all(host, port, host_probed)?;
     let addr = SocketAddr::new(host, port);
     let socket =
         bound_socket(addr, os::listener_reuse_address(), false).map_err(|e| classify(addr, &e))?;
@@ -284,8 +296,9 @@ fn bind_checked(host: IpAddr, port: u16) -> Result<TcpListener, PortState> {
 }
 
 /// Tests `port` on `host` and, for a loopback or wildcard host, on the other loopback and
-/// wildcard addresses. Every socket is closed before this returns.
-fn probe_all(host: IpAddr, port: u16) -> Result<(), PortState> {
+/// wildcard addresses (only on those with `host_probed`). Every socket is closed before this
+/// returns.
+fn probe_all(host: IpAddr, port: u16, host_probed: bool) -> Result<(), PortState> {
     if port == 0 {
         // Binding port 0 would succeed on any port the OS picks and say nothing about port 0.
         return Err(PortState::Unavailable(
@@ -293,7 +306,9 @@ fn probe_all(host: IpAddr, port: u16) -> Result<(), PortState> {
         ));
     }
     // The host first: if it is not on this machine, that is the answer, not a detail.
-    probe(SocketAddr::new(host, port), true)?;
+    if !host_probed {
+        probe(SocketAddr::new(host, port), true)?;
+    }
     if is_local_or_wildcard(host) {
         for other in cross_addresses() {
             if other != host {
@@ -320,6 +335,34 @@ fn is_local_or_wildcard(host: IpAddr) -> bool {
     host.is_loopback() || host.is_unspecified()
 }
 
+/// One unbound socket that tells busy candidates with one `bind` each: a failed bind leaves
+/// it unbound, ready for the next candidate, so a run of busy ports costs one system call a
+/// port instead of four (socket, option, bind, close). A bind that succeeds closes it: the
+/// port may be free, and the full checks follow.
+#[derive(Default)]
+struct Scout {
+    /// The socket, and whether it is IPv6.
+    socket: Option<(Socket, bool)>,
+}
+
+impl Scout {
+    /// `Err` for a port that cannot be had on `addr` (as [`probe`] says it); `Ok` when it may.
+    fn check(&mut self, addr: SocketAddr) -> Result<(), PortState> {
+        let socket = match self.socket.take() {
+            Some((socket, v6)) if v6 == addr.is_ipv6() => socket,
+            _ => unbound_socket(addr, os::probe_reuse_address(), true)
+                .map_err(|e| classify(addr, &e))?,
+        };
+        match socket.bind(&addr.into()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.socket = Some((socket, addr.is_ipv6()));
+                Err(classify(addr, &e))
+            }
+        }
+    }
+}
+
 /// Binds and at once closes a socket on `addr`. On the host (`required`) every failure counts;
 /// elsewhere an address or family this machine does not have is simply not a conflict.
 fn probe(addr: SocketAddr, required: bool) -> Result<(), PortState> {
@@ -335,6 +378,13 @@ fn probe(addr: SocketAddr, required: bool) -> Result<(), PortState> {
 /// A TCP socket bound to `addr`, not listening. `v6_only` is applied to IPv6 addresses only;
 /// when false the OS default stands (dual-stack `::` on most systems).
 fn bound_socket(addr: SocketAddr, reuse_address: bool, v6_only: bool) -> io::Result<Socket> {
+    let socket = unbound_socket(addr, reuse_address, v6_only)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A TCP socket for `addr`'s family with the options of [`bound_socket`], not yet bound.
+fn unbound_socket(addr: SocketAddr, reuse_address: bool, v6_only: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if reuse_address {
         socket.set_reuse_address(true)?;
@@ -342,7 +392,6 @@ fn bound_socket(addr: SocketAddr, reuse_address: bool, v6_only: bool) -> io::Res
     if v6_only && addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.bind(&addr.into())?;
     Ok(socket)
 }
 
@@ -410,9 +459,39 @@ pub fn fill_holders(skipped: &mut [Skipped]) {
 mod tests {
     use super::*;
     use std::net::TcpStream;
+    use std::os::fd::AsRawFd as _;
     use std::time::Instant;
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn the_scout_tells_busy_ports_with_one_socket_and_lets_free_ones_through() {
+        let busy: Vec<(TcpListener, u16)> = (0..3).map(|_| listen_on(LOCALHOST).unwrap()).collect();
+        let mut scout = Scout::default();
+        let mut sockets = Vec::new();
+        for (_, port) in &busy {
+            let state = scout.check(SocketAddr::new(LOCALHOST, *port)).unwrap_err();
+            assert!(matches!(state, PortState::Busy { .. }), "{state}");
+            sockets.push(scout.socket.as_ref().map(|(socket, _)| socket.as_raw_fd()));
+        }
+        assert!(
+            sockets[0].is_some(),
+            "a failed bind keeps the socket for the next port"
+        );
+        assert!(
+            sockets.iter().all(|fd| *fd == sockets[0]),
+            "one socket for all: {sockets:?}"
+        );
+        let (held, free) = listen_on(LOCALHOST).unwrap();
+        drop(held);
+        scout.check(SocketAddr::new(LOCALHOST, free)).unwrap();
+        assert!(
+            scout.socket.is_none(),
+            "a socket that bound is closed, not kept"
+        );
+        // And the port it bound for a moment is free again.
+        TcpListener::bind((LOCALHOST, free)).unwrap();
+    }
 
     /// A listener on an OS-assigned port of `addr`, and the port.
     fn listen_on(addr: IpAddr) -> io::Result<(TcpListener, u16)> {
@@ -748,7 +827,7 @@ mod tests {
 
         let started = Instant::now();
         for &port in &ports {
-            assert!(bind_checked(LOCALHOST, port).is_err());
+            assert!(bind_checked(LOCALHOST, port, false).is_err());
         }
         let probes_only = started.elapsed();
         eprintln!(
