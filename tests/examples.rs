@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::fs;
 use std::time::Duration;
 
 use support::*;
@@ -26,8 +25,8 @@ fn serve_check_stop(project: &TestProject, instance: &str, greeting: &str) {
     #[cfg(target_os = "linux")]
     {
         // The server listens on the socket portguard bound, not on one of its own.
-        let fd3 =
-            fs::read_link(format!("/proc/{}/fd/3", record["pid"])).expect("the server has fd 3");
+        let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", record["pid"]))
+            .expect("the server has fd 3");
         let fd3 = fd3.to_string_lossy();
         assert!(fd3.starts_with("socket:"), "{fd3}");
     }

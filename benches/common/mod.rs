@@ -181,6 +181,8 @@ impl Group {
         }
     }
 
+    /// For what /proc says about it (Linux only).
+    #[cfg(target_os = "linux")]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -335,6 +337,7 @@ pub fn wait_bindable(port: u16, started: Instant) -> Duration {
 // What /proc says about a process (Linux only).
 
 /// A process's memory and CPU use at one moment.
+#[cfg(target_os = "linux")]
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
     /// `VmRSS`, in KiB.

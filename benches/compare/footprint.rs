@@ -1,11 +1,18 @@
 //! 6. The supervisor's footprint while the server idles.
 
+#[cfg(target_os = "linux")]
 use std::thread;
+#[cfg(target_os = "linux")]
 use std::time::{Duration, Instant};
 
-use super::{Plan, START_TIMEOUT, log_path, serve_safe};
-use crate::common::{Group, Peers, Row};
+use super::Plan;
+#[cfg(target_os = "linux")]
+use super::{START_TIMEOUT, log_path, serve_safe};
+#[cfg(target_os = "linux")]
+use crate::common::Group;
+use crate::common::{Peers, Row};
 use crate::support::TestProject;
+#[cfg(target_os = "linux")]
 use crate::{common, support};
 
 // ---------------------------------------------------------------------------
@@ -107,9 +114,12 @@ pub(super) fn footprint(project: &TestProject, peers: &Peers, plan: &Plan) -> Ve
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn footprint(_project: &TestProject, _peers: &Peers, _plan: &Plan) -> Vec<Row> {
+pub(super) fn footprint(_project: &TestProject, _peers: &Peers, plan: &Plan) -> Vec<Row> {
     vec![Row::skipped(
-        "6. supervisor footprint while the server idles",
+        format!(
+            "6. supervisor footprint while the server idles {} s",
+            plan.idle.as_secs()
+        ),
         "reads /proc, Linux only",
     )]
 }

@@ -49,6 +49,7 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // The signature of the Linux version, which can fail.
 fn die_with_parent(_parent: u32) -> io::Result<()> {
     // No parent-death signal here: a start after a crashed supervisor finds the orphan by its
     // recorded pid and start time instead.
