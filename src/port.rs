@@ -204,7 +204,11 @@ pub fn select(
                 continue;
             }
             match reserve_and_bind(&mut scout, host, port, reservations) {
-                Ok((listener, reservation)) => {
+                Ok((listener, mut reservation)) => {
+                    if let Some(reservation) = &mut reservation {
+                        // A port the OS picked rarely comes again: keep no file for it.
+                        reservation.remove_when_released();
+                    }
                     chosen = Some((port, listener, true, reservation));
                     break;
                 }

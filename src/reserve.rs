@@ -2,6 +2,12 @@
 //! long as the instance runs. In env handoff the server binds its port a moment after portguard
 //! checked it; the reservation makes every other portguard of this user, in any project, skip
 //! that port in the meantime, so no two starts ever get the same port.
+//!
+//! A file stays after its reservation is given back, for the next start on that port: creating
+//! a file costs more than the whole rest of choosing a port. Only ports the OS picked, which
+//! rarely come again, have their file removed. Removing a lock file is safe only with a check
+//! on the other side: a start that opened the file just before it was removed would lock a file
+//! nobody else can find, so a lock counts only while the path still names the locked file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
@@ -20,10 +26,28 @@ pub struct Reservations {
 pub struct Reservation {
     pub port: u16,
     file: File,
+    path: PathBuf,
     owner: String,
+    remove: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.remove {
+            // Still locked here: whoever opens the path next creates a new file, and whoever
+            // had opened this one finds, once it gets the lock, that the path no longer names it.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Reservation {
+    /// Removes the file when the reservation is given back, instead of keeping it for the next
+    /// start on the port.
+    pub fn remove_when_released(&mut self) {
+        self.remove = true;
+    }
+
     /// Says who holds it, for other portguards' messages. Only the port actually taken is
     /// labelled: candidates that turn out busy are given back at once, and writing costs more
     /// than the lock itself.
@@ -67,23 +91,40 @@ impl Reservations {
     /// # Errors
     /// When the reservation file cannot be opened or locked for another reason than contention.
     pub fn claim(&self, port: u16) -> std::io::Result<Claim> {
-        let mut file = open(&path(&self.dir, port))?;
-        // `holder` (as `cargo portguard ports` asks) holds a shared lock for an instant: look
-        // twice before calling a port taken.
-        for attempt in 0..2 {
+        let path = path(&self.dir, port);
+        let mut contended = 0;
+        // Each lap needs a release to land between an open and a lock; a handful is plenty.
+        for _ in 0..100 {
+            let mut file = open(&path)?;
             match fs4::FileExt::try_lock(&file) {
+                // Locked a file that a release removed after this open: start over.
+                Ok(()) if !names(&path, &file) => {}
                 Ok(()) => {
                     let owner = self.owner.clone();
-                    return Ok(Claim::Ours(Reservation { port, file, owner }));
+                    return Ok(Claim::Ours(Reservation {
+                        port,
+                        file,
+                        path,
+                        owner,
+                        remove: false,
+                    }));
                 }
-                Err(fs4::TryLockError::WouldBlock) if attempt == 0 => {
+                // `holder` (as `cargo portguard ports` asks) holds a shared lock for an instant:
+                // look twice before calling a port taken.
+                Err(fs4::TryLockError::WouldBlock) if contended == 0 => {
+                    contended += 1;
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
-                Err(fs4::TryLockError::WouldBlock) => break,
+                Err(fs4::TryLockError::WouldBlock) => {
+                    return Ok(Claim::Taken(read_owner(&mut file)));
+                }
                 Err(fs4::TryLockError::Error(error)) => return Err(error),
             }
         }
-        Ok(Claim::Taken(read_owner(&mut file)))
+        Err(std::io::Error::other(format!(
+            "`{}` was replaced under every attempt to lock it",
+            path.display()
+        )))
     }
 }
 
@@ -98,6 +139,15 @@ pub fn holder(dir: &Path, port: u16) -> Option<String> {
     match fs4::FileExt::try_lock_shared(&file) {
         Err(fs4::TryLockError::WouldBlock) => Some(read_owner(&mut file)),
         _ => None,
+    }
+}
+
+/// Whether `path` still names the open `file` (the same device and inode).
+fn names(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
     }
 }
 
@@ -150,6 +200,34 @@ mod tests {
         assert!(holder(dir.path(), 4101).is_none());
         drop(held);
         assert!(holder(dir.path(), 4100).is_none());
+        assert!(
+            path(dir.path(), 4100).is_file(),
+            "kept for the next start on the port"
+        );
         assert!(matches!(second.claim(4100).unwrap(), Claim::Ours(_)));
+    }
+
+    #[test]
+    fn a_removed_reservation_file_leaves_no_lock_that_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let reservations = Reservations::new(dir.path().to_owned(), "`api`".to_owned());
+        let Claim::Ours(mut held) = reservations.claim(4200).unwrap() else {
+            panic!("a fresh port is free")
+        };
+        held.remove_when_released();
+        let file = path(dir.path(), 4200);
+        // Opened before the release, as a start racing with it would.
+        let early = open(&file).unwrap();
+        drop(held);
+        assert!(!file.exists(), "the released reservation's file is removed");
+        fs4::FileExt::try_lock(&early).unwrap();
+        assert!(
+            !names(&file, &early),
+            "a lock on the removed file must not count"
+        );
+        let Claim::Ours(again) = reservations.claim(4200).unwrap() else {
+            panic!("the port is free again")
+        };
+        assert!(names(&file, &again.file));
     }
 }

@@ -87,3 +87,33 @@ fn fifty_simultaneous_starts_preferring_one_port_get_fifty_ports_that_answer() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_port_from_the_os_leaves_no_reservation_file_behind() {
+    let project = TestProject::fixture();
+    // The only configured port is busy, so the OS picks one.
+    let (_held, busy) = hold_port();
+    project.set_metadata(&format!(
+        "preferred-port = {busy}\nfallback-ports = []\ndynamic-port = true"
+    ));
+    let runtime = tempfile::tempdir().expect("create a runtime folder");
+    let runtime_path = runtime.path().to_str().expect("UTF-8 path");
+    let mut running = project.serve_with_env(&[], &[("XDG_RUNTIME_DIR", runtime_path)]);
+    let ready = ready(&project, &running);
+    assert_ne!(ready.port, busy);
+    let reservation = runtime
+        .path()
+        .join(format!("portguard/port-{}.lock", ready.port));
+    let label = std::fs::read_to_string(&reservation).expect("reserved while it runs");
+    assert!(label.starts_with("`fixture-server` in "), "{label}");
+
+    running.signal(Signal::TERM);
+    let status = running
+        .wait_exit(EXIT_TIMEOUT)
+        .expect("serve-safe did not exit");
+    assert_eq!(status.code(), Some(0), "{}", running.stderr());
+    assert!(
+        !reservation.exists(),
+        "the reservation file of a port from the OS outlived its instance"
+    );
+}
