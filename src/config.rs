@@ -223,6 +223,32 @@ impl Config {
     }
 }
 
+/// The configuration as Cargo.toml alone gives it (the package, workspace and `env.NAME`
+/// tables): what `init` and `generate` write follows the manifest, not the environment or the
+/// `.env` of the machine they run on. Prints the warnings.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn from_manifests(
+    project: &crate::project::Project,
+    env_flag: Option<&str>,
+    bin_flag: Option<&str>,
+) -> Result<Config, BadInput> {
+    let (config, warnings) = resolve(&Inputs {
+        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
+        package_metadata: Some((&project.package.metadata, project.manifest_path())),
+        dotenv: None,
+        vars: &|_| None,
+        env_flag,
+        port_flag: None,
+        bin_flag,
+    })?;
+    for warning in warnings {
+        crate::output::warning(warning);
+    }
+    Ok(config)
+}
+
 /// Resolves the configuration from its layers (see the module documentation for the order).
 ///
 /// Every layer present is checked, also where a stronger one overrides it: bad input never

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::cli::{CommonArgs, DeployTarget, GenerateArgs};
 use crate::config::{self, Config};
@@ -89,7 +89,7 @@ pub fn generate(
     }
     for file in rendered {
         let after = format!("{}{}", header(&project, &deployment, &command), file.body);
-        let before = read_existing(&file.path)?;
+        let before = files::read_optional(&file.path)?;
         if let Some(before) = &before
             && !before.starts_with(MARK)
             && !args.force
@@ -181,18 +181,7 @@ fn check(project: &Project, changes: &[Change], command: &str) -> Result<i32> {
 
 impl Deployment {
     fn resolve(project: &Project, args: &GenerateArgs) -> Result<Self> {
-        let (config, warnings) = config::resolve(&config::Inputs {
-            workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
-            package_metadata: Some((&project.package.metadata, project.manifest_path())),
-            dotenv: None,
-            vars: &|_| None,
-            env_flag: args.env.as_deref(),
-            port_flag: None,
-            bin_flag: args.bin.as_deref(),
-        })?;
-        for warning in warnings {
-            output::warning(warning);
-        }
+        let config = config::from_manifests(project, args.env.as_deref(), args.bin.as_deref())?;
         let target = project.target(None, config.bin.value.as_deref())?;
         let bin = target.name().to_owned();
         let instance = args.instance.clone().unwrap_or_else(|| bin.clone());
@@ -295,14 +284,6 @@ fn command_line(args: &GenerateArgs, targets: &[DeployTarget]) -> String {
         words.push(format!("--bin-dir {}", args.bin_dir.display()));
     }
     words.join(" ")
-}
-
-fn read_existing(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("could not read `{}`", path.display())),
-    }
 }
 
 fn shown(project: &Project, path: &Path) -> String {

@@ -46,7 +46,7 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         // init is about to change the manifests: it asks cargo afresh.
         None,
     )?;
-    let config = current_config(&project)?;
+    let config = config::from_manifests(&project, None, None)?;
     let framework = args.framework.unwrap_or_else(|| detect_framework(&project));
     let mut notes = Vec::new();
     let mut changes = vec![
@@ -115,24 +115,6 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         indent(templates::main_rs_lines(framework))
     ));
     Ok(exit_codes::OK)
-}
-
-/// The configuration as Cargo.toml has it now (environment and `.env` left out: the glue's
-/// defaults and the new table follow the manifest, not one machine).
-fn current_config(project: &Project) -> Result<Config> {
-    let (config, warnings) = config::resolve(&config::Inputs {
-        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
-        package_metadata: Some((&project.package.metadata, project.manifest_path())),
-        dotenv: None,
-        vars: &|_| None,
-        env_flag: None,
-        port_flag: None,
-        bin_flag: None,
-    })?;
-    for warning in warnings {
-        output::warning(warning);
-    }
-    Ok(config)
 }
 
 /// The framework the package already depends on; std when none is known.
@@ -277,7 +259,7 @@ fn text_change(
     path: PathBuf,
     update: impl FnOnce(Option<&str>) -> (String, String),
 ) -> Result<Change> {
-    let before = read_optional(&path)?;
+    let before = files::read_optional(&path)?;
     let (after, summary) = update(before.as_deref());
     let after = manifest::same_line_endings(before.as_deref(), after);
     Ok(Change {
@@ -286,14 +268,6 @@ fn text_change(
         after,
         summary,
     })
-}
-
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("could not read `{}`", path.display())),
-    }
 }
 
 fn aliases_change(project: &Project) -> Result<Change> {
@@ -334,7 +308,7 @@ fn glue_change(
     notes: &mut Vec<String>,
 ) -> Result<Option<Change>> {
     let path = project.package_root().join(&args.glue_path);
-    let before = read_optional(&path)?;
+    let before = files::read_optional(&path)?;
     let after = templates::glue(
         framework,
         &config.host.value.to_string(),
@@ -370,7 +344,7 @@ fn build_changes(project: &Project, force: bool, notes: &mut Vec<String>) -> Res
         .to_owned();
     let module_path = dir.join(templates::BUILD_MODULE_FILE);
     let mut changes = Vec::new();
-    let before = read_optional(&module_path)?;
+    let before = files::read_optional(&module_path)?;
     if before
         .as_ref()
         .is_some_and(|text| text != templates::BUILD_MODULE)
@@ -391,7 +365,7 @@ fn build_changes(project: &Project, force: bool, notes: &mut Vec<String>) -> Res
     match existing_script {
         // Never overwritten: the user adds the one line.
         Some(script) => {
-            let text = read_optional(&script)?.unwrap_or_default();
+            let text = files::read_optional(&script)?.unwrap_or_default();
             if !text.contains(templates::BUILD_MODULE_FILE) {
                 notes.push(format!(
                     "`{}` exists and was left alone: add this line at the start of its `fn main()`:\n    include!(\"{}\");\n(its `rerun-if-changed` lines make cargo rerun the script only when Cargo.toml or .env change, not on any change in the package)",

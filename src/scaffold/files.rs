@@ -46,6 +46,18 @@ impl Change {
     }
 }
 
+/// A file's text, or `None` when there is none yet (what a [`Change`] has `before`).
+///
+/// # Errors
+/// When the file exists but cannot be read; the message names it.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("could not read `{}`", path.display())),
+    }
+}
+
 /// Writes every change or none. Each new text goes to a temporary file beside its target
 /// first; only when all are written are they renamed into place, so a failure half-way (an
 /// unwritable `.cargo/`, a full disk) leaves every file as it was.
