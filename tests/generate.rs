@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -29,13 +28,14 @@ const FILES: [&str; 5] = [
     "deploy/kubernetes/fixture-server.yaml",
 ];
 
-/// `KEY=value` lines of a systemd unit (the last one wins, as systemd reads single values).
-fn unit(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.starts_with('['))
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
+fn listen_stream(socket_unit: &str) -> String {
+    unit_value(
+        &unit_settings(socket_unit),
+        "Socket",
+        "ListenStream",
+        socket_unit,
+    )
+    .to_owned()
 }
 
 /// The instructions of a Dockerfile, continuation lines joined: (INSTRUCTION, arguments).
@@ -121,15 +121,22 @@ fn the_files_say_what_the_configuration_says() {
         );
     }
 
-    let socket = unit(&project.read_file(FILES[0]));
-    assert_eq!(socket["ListenStream"], format!("0.0.0.0:{port}"));
-    assert_eq!(socket["FileDescriptorName"], "fixture-server");
-    let service = unit(&project.read_file(FILES[1]));
+    let socket_text = project.read_file(FILES[0]);
+    let socket = unit_settings(&socket_text);
+    let in_socket = |key| unit_value(&socket, "Socket", key, &socket_text);
+    assert_eq!(in_socket("ListenStream"), format!("0.0.0.0:{port}"));
+    assert_eq!(in_socket("FileDescriptorName"), "fixture-server");
+    let service_text = project.read_file(FILES[1]);
+    let service = unit_settings(&service_text);
+    let in_service = |key| unit_value(&service, "Service", key, &service_text);
     // The fixture's own sources never call notify_ready().
-    assert_eq!(service["Type"], "simple");
-    assert_eq!(service["ExecStart"], "/usr/local/bin/fixture-server");
-    assert_eq!(service["TimeoutStopSec"], "7250ms");
-    assert_eq!(service["Requires"], "fixture-server.socket");
+    assert_eq!(in_service("Type"), "simple");
+    assert_eq!(in_service("ExecStart"), "/usr/local/bin/fixture-server");
+    assert_eq!(in_service("TimeoutStopSec"), "7250ms");
+    assert_eq!(
+        unit_value(&service, "Unit", "Requires", &service_text),
+        "fixture-server.socket"
+    );
 
     let docker = dockerfile(&project.read_file("Dockerfile"));
     for (name, _) in &docker {
@@ -227,7 +234,7 @@ fn an_env_table_is_applied_and_named_in_the_header() {
         text.contains("`cargo portguard generate systemd --env production --check`"),
         "{text}"
     );
-    assert_eq!(unit(&text)["ListenStream"], "0.0.0.0:8080");
+    assert_eq!(listen_stream(&text), "0.0.0.0:8080");
 }
 
 #[test]
@@ -242,7 +249,7 @@ fn dotenv_and_environment_variables_do_not_reach_production_files() {
     let finished = run_within(command, COMMAND_TIMEOUT);
     assert_eq!(finished.code(), Some(0), "{}", finished.describe());
     assert_eq!(
-        unit(&project.read_file(FILES[0]))["ListenStream"],
+        listen_stream(&project.read_file(FILES[0])),
         "127.0.0.1:4711"
     );
 }
