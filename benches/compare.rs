@@ -15,7 +15,7 @@
 //! - `PORTGUARD_BENCH_ONLY=start,select,stop,status,fifty,footprint,restart`: only those (for
 //!   working on one); BENCHMARKS.md is left alone.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 mod common;

@@ -1,12 +1,10 @@
 //! The instance lock: one copy of an instance at a time, decided by an OS lock and never by
 //! files that a crash or `cargo clean` could leave or remove.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const READY: Duration = Duration::from_mins(1);
 

@@ -1,13 +1,11 @@
 //! A workspace with two server packages: each runs as its own instance, the workspace table
 //! gives both their defaults, and from the root `status` lists them and `stop --all` ends them.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// A workspace of two fixture servers, `api` and `web`, building into a target dir of its own.
 fn two_server_workspace() -> (TestProject, u16, u16) {

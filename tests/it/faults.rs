@@ -4,17 +4,14 @@
 //! left, no port held, no lock or file that blocks the next start, and a message that says what
 //! went wrong.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 // Some of these need the child subreaper, which only Linux has.
 #[cfg(target_os = "linux")]
-#[path = "faults/escaped.rs"]
 mod escaped;
 
 const READY: Duration = Duration::from_mins(1);

@@ -4,14 +4,12 @@
 //!
 //! Every port comes from the OS; a busy port is one this test holds.
 
-mod support;
-
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpListener};
-use support::{
+use crate::support::{
     EXIT_TIMEOUT, FIXTURE_INSTANCE, READY_LINE, READY_TIMEOUT, Ready, Running, TestProject,
     free_port, hold_port, http_get, info, ready,
 };
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpListener};
 
 /// How portguard reports a port this test holds, holder included.
 fn busy_by_me(port: u16) -> String {

@@ -1,11 +1,9 @@
 //! The projects in `examples/`, as a user meets them: the std server the README's quick start
 //! runs, end to end under portguard, and the axum server, built and served.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Starts the example detached on a port from the OS, checks it, and stops it.
 fn serve_check_stop(project: &TestProject, instance: &str, greeting: &str) {

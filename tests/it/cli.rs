@@ -1,14 +1,12 @@
-//! The command-line surface: help (compared with the golden files in tests/snapshots, which
+//! The command-line surface: help (compared with the golden files in tests/it/snapshots, which
 //! `SNAPSHOTS=overwrite cargo test --test cli` rewrites), version, the optional subcommand word
 //! cargo passes, usage errors. Nothing here starts a server.
-
-mod support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::support::{cargo_bin, portguard_bin, serve_safe_bin};
 use snapbox::{assert_data_eq, file};
-use support::{cargo_bin, portguard_bin, serve_safe_bin};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -2,15 +2,13 @@
 //! stopped (or restarted) for good, its port freed and its files removed, and a process that
 //! cannot be proved to be the recorded one is never signalled.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Starts the fixture under `cargo serve-safe` and waits until it answers.
 fn start(project: &TestProject, args: &[&str]) -> (Running, Ready) {

@@ -2,11 +2,9 @@
 //! on; bad input of every kind exits 2, names the culprit and starts nothing; an unknown key
 //! only warns; a project path with spaces works.
 
-mod support;
-
 use std::path::PathBuf;
 
-use support::{EXIT_TIMEOUT, FIXTURE_INSTANCE, Ready, TestProject, free_port, ready};
+use crate::support::{EXIT_TIMEOUT, FIXTURE_INSTANCE, Ready, TestProject, free_port, ready};
 
 /// Cargo.toml as cargo reports it in messages: the canonical path.
 fn manifest(project: &TestProject) -> PathBuf {
@@ -452,14 +450,18 @@ fn project_path_with_spaces_works() {
 // ---- cargo portguard config -------------------------------------------------------------
 
 /// `cargo-portguard config ARGS` with `vars` set, run to its end.
-fn run_config(project: &TestProject, args: &[&str], vars: &[(&str, &str)]) -> support::Finished {
+fn run_config(
+    project: &TestProject,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> crate::support::Finished {
     let mut all = vec!["config"];
     all.extend_from_slice(args);
     let mut command = project.portguard(&all);
     for (name, value) in vars {
         command.env(name, value);
     }
-    support::run_within(command, EXIT_TIMEOUT)
+    crate::support::run_within(command, EXIT_TIMEOUT)
 }
 
 /// `config ARGS`, which must succeed; its stdout.
@@ -607,8 +609,8 @@ fn config_json_gives_every_key_with_its_value_and_source() {
     );
     let settings = &json["settings"];
     assert_eq!(
-        support::sorted_keys(settings),
-        support::sorted(&CONTRACT_KEYS),
+        crate::support::sorted_keys(settings),
+        crate::support::sorted(&CONTRACT_KEYS),
         "{json}"
     );
     for key in CONTRACT_KEYS {

@@ -1,12 +1,10 @@
 //! `cargo portguard status`: what a user or a script learns about an instance, running,
 //! stopped or left behind by a supervisor that died, from the state folder alone.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Exit code of `status` when nothing is running (as LSB init scripts say it).
 const NOT_RUNNING: i32 = 3;

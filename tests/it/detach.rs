@@ -2,12 +2,10 @@
 //! stdout, or fails with the reason and leaves nothing behind; `cargo portguard logs` shows
 //! what the detached server wrote.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// What a successful `--detach` leaves: a port, and the instance's supervisor and server.
 struct Detached {

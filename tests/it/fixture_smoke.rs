@@ -1,14 +1,12 @@
 //! The fixture server on its own, without portguard: when a portguard test
 //! fails, this tells whether the fixture itself can be trusted.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Kills the fixture if an assertion fails before the test stops it.
 struct Guard(Child);

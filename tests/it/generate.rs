@@ -1,13 +1,11 @@
 //! `cargo portguard generate`: systemd units, a Dockerfile and Kubernetes manifests that say what
 //! the configuration says, a header naming their source, `--check` for drift, and no user file
-//! replaced without `--force`. (Running them for real: `tests/deploy.rs`.)
-
-mod support;
+//! replaced without `--force`. (Running them for real: `tests/it/deploy.rs`.)
 
 use std::fs;
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn generate(project: &TestProject, args: &[&str]) -> Finished {
     let mut all = vec!["generate"];

@@ -1,18 +1,16 @@
 //! `cargo portguard init` on copies of the projects in tests/fixtures/init: what it writes
-//! (compared with the golden files in tests/snapshots/init, which
+//! (compared with the golden files in tests/it/snapshots/init, which
 //! `SNAPSHOTS=overwrite cargo test --test scaffold` rewrites), what it keeps byte for byte,
 //! what it prints, and that a failure writes nothing. Nothing here builds or starts a server:
-//! `tests/scaffold_run.rs` does.
-
-mod support;
+//! `tests/it/scaffold_run.rs` does.
 
 use std::time::{Duration, SystemTime};
 
-use snapbox::{Data, assert_data_eq, file};
-use support::{
+use crate::support::{
     COMMAND_TIMEOUT, Finished, TestProject, Tree, cargo_bin, deleted_lines, run_within,
     set_file_times, unified_diff,
 };
+use snapbox::{Data, assert_data_eq, file};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 

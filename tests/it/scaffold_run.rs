@@ -3,11 +3,9 @@
 //! These build servers: the axum one downloads and compiles axum once into a target dir kept
 //! under `CARGO_TARGET_TMPDIR`, so later runs only rebuild the project itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{
+use crate::support::{
     COMMAND_TIMEOUT, Finished, Signal, TestProject, free_port, http_get, kept_target_dir,
     process_alive, ready_port, run_within, start_background, wait_until, wait_until_port_free,
 };
@@ -133,7 +131,7 @@ fn the_axum_glue_compiles_and_shuts_down_gracefully() {
 
     let started = Instant::now();
     let build = run_within(
-        project.command(support::cargo_bin(), &["build"]),
+        project.command(crate::support::cargo_bin(), &["build"]),
         AXUM_BUILD_TIMEOUT,
     );
     eprintln!("cargo build of the axum project: {:?}", started.elapsed());
@@ -205,7 +203,7 @@ fn with_build_rs_a_plain_cargo_run_listens_on_the_configured_port() {
                 toml_edit::value(i64::from(port));
             project.write_file("Cargo.toml", doc.to_string());
         }
-        let cargo_run = start_background(project.command(support::cargo_bin(), &["run"]));
+        let cargo_run = start_background(project.command(crate::support::cargo_bin(), &["run"]));
         let stdout = cargo_run
             .wait_for_stdout(LISTENING, BUILD_TIMEOUT)
             .unwrap_or_else(|out| panic!("no listening line: {out}\n{}", cargo_run.stderr()));
@@ -262,7 +260,7 @@ fn with_build_rs_a_workspace_member_bakes_the_workspace_port() {
     );
 
     let build = run_within(
-        project.command(support::cargo_bin(), &["build", "-p", "api", "-vv"]),
+        project.command(crate::support::cargo_bin(), &["build", "-p", "api", "-vv"]),
         BUILD_TIMEOUT,
     );
     assert_exit(&build, 0);

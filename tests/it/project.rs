@@ -1,12 +1,10 @@
 //! Reading the project: `cargo metadata`'s answer is reused while the manifests and target
 //! folders are unchanged, and asked for again as soon as anything it depends on changes.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 /// A fixture copy whose `cargo` is a wrapper that logs each `cargo metadata` call, and whose
 /// runtime folder (where the answer is kept) is its own.

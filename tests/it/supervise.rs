@@ -1,11 +1,9 @@
 //! Supervision end to end: signals reach the server, exit codes follow the contract, and every
 //! way a run ends leaves no process, no state file and no lock that blocks the next start.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const READY: Duration = Duration::from_mins(1);
 const EXIT: Duration = Duration::from_secs(30);

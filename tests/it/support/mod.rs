@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod users;
+
 pub use rustix::process::Signal;
 use rustix::process::{Pid, kill_process, kill_process_group, test_kill_process};
 

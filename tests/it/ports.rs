@@ -5,12 +5,10 @@
 //!
 //! Every port comes from the OS; a busy port is one this test holds.
 
-mod support;
-
 use std::net::{Ipv4Addr, TcpListener};
 
+use crate::support::{Finished, TestProject, free_port, hold_port, ready};
 use serde_json::Value;
-use support::{Finished, TestProject, free_port, hold_port, ready};
 
 /// `cargo-portguard ports ARGS` in `project`, which must succeed.
 fn ports(project: &TestProject, args: &[&str]) -> Finished {
@@ -120,7 +118,7 @@ fn json_gives_each_state_and_the_first_free_candidate() {
     }
     for free in [&candidates[1], &candidates[3]] {
         assert_eq!(
-            support::sorted_keys(free),
+            crate::support::sorted_keys(free),
             ["port", "state"],
             "a free port has no holder: {json}"
         );
@@ -181,7 +179,7 @@ fn port_and_env_flags_choose_the_candidates_as_run_does() {
     // The environment counts as it does for `run`.
     let mut command = project.portguard(&["ports", "--json"]);
     command.env("PORT", max.to_string());
-    let run = support::run_within(command, support::COMMAND_TIMEOUT);
+    let run = crate::support::run_within(command, crate::support::COMMAND_TIMEOUT);
     assert_eq!(run.code(), Some(0), "{}", run.describe());
     let json: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(candidate_ports(&json), [u64::from(max)], "{json}");
@@ -230,7 +228,9 @@ fn port_of_a_running_portguard_instance_is_not_free() {
     let by = first["by"].as_str().unwrap_or_default();
     assert!(!by.is_empty(), "{json}");
     // In env handoff the server binds the port itself: it is the process listening there.
-    let server_pid = running.read_pid(support::FIXTURE_INSTANCE).expect("pid");
+    let server_pid = running
+        .read_pid(crate::support::FIXTURE_INSTANCE)
+        .expect("pid");
     assert_eq!(first["pid"], server_pid, "{json}");
     let text = ports(&other, &[]).stdout;
     assert_eq!(row(&text, port)[1], "reserved", "{text}");
@@ -268,7 +268,7 @@ fn bad_input_exits_2_and_runs_nothing() {
     project.set_metadata_on_free_port("");
     let mut command = project.portguard(&["ports"]);
     command.env("PORT", "abc");
-    let run = support::run_within(command, support::EXIT_TIMEOUT);
+    let run = crate::support::run_within(command, crate::support::EXIT_TIMEOUT);
     assert_eq!(run.code(), Some(2), "{}", run.describe());
     assert!(
         run.stderr

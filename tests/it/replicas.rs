@@ -2,8 +2,6 @@
 //! replaced, a restart replaces them one at a time without refusing a connection, and a stop
 //! leaves nothing behind.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const EXIT: Duration = Duration::from_secs(30);
 

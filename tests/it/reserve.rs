@@ -1,12 +1,10 @@
 //! Per-user port reservations: no two starts get the same port, even in env handoff where the
 //! server binds its port a moment after portguard chose it.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn a_port_chosen_for_a_server_still_starting_is_skipped_by_other_projects() {

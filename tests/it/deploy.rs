@@ -6,16 +6,14 @@
 //! passes on a machine without them; `PORTGUARD_REQUIRE_DEPLOY_TOOLS=1` (set by `.ci/run`)
 //! turns that into a failure, so CI cannot pass by skipping.
 
-mod support;
-
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use serde::Deserialize as _;
-use support::*;
 use yaml_serde::Value;
 
 /// The Kubernetes release whose schemas the manifests must pass: one that the pinned

@@ -1,0 +1,24 @@
+//! The integration tests, one binary: each module is an area of portguard, exercised through
+//! the real binaries with real processes, sockets and signals. `support` holds what they share.
+
+mod cli;
+mod config;
+mod deploy;
+mod detach;
+mod examples;
+mod faults;
+mod fixture_smoke;
+mod generate;
+mod lock;
+mod port;
+mod ports;
+mod project;
+mod replicas;
+mod reserve;
+mod scaffold;
+mod scaffold_run;
+mod status;
+mod stop;
+mod supervise;
+mod support;
+mod workspace;
