@@ -13,24 +13,102 @@ pub use rustix::process::Signal as Sig;
 pub const LISTEN_FD: RawFd = 3;
 
 /// Makes `command` start in a process group of its own, end when this process dies, and,
-/// with `socket`, find that listening socket at fd 3.
+/// with `socket`, find that listening socket at fd 3. No other descriptor of this process
+/// reaches it: everything above stderr but that socket is closed on exec.
 ///
 /// The group lets one signal reach `cargo`, rustc and the server alike, and keeps the
-/// terminal's Ctrl-C away from them so that shutdown goes through the supervisor.
+/// terminal's Ctrl-C away from them so that shutdown goes through the supervisor. A descriptor
+/// that the supervisor inherited without close-on-exec (a detached start's report pipe, a
+/// jobserver, whatever its own parent left open) would otherwise live on in the server, where
+/// it keeps a pipe from ever reading end of file or a lock from ever being released.
 pub fn prepare_child(command: &mut Command, socket: Option<RawFd>) {
     command.process_group(0);
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls (prctl, getppid, kill, dup2, fcntl); it allocates nothing.
+    // system calls (prctl, getppid, kill, dup2, fcntl, close_range, getrlimit); it allocates
+    // nothing.
     unsafe {
         command.pre_exec(move || {
             die_with_parent(parent)?;
-            if let Some(fd) = socket {
-                place_at_listen_fd(fd)?;
-            }
-            Ok(())
+            let first_closed = match socket {
+                Some(fd) => {
+                    place_at_listen_fd(fd)?;
+                    LISTEN_FD + 1
+                }
+                None => LISTEN_FD,
+            };
+            close_on_exec_from(first_closed)
         });
     }
+}
+
+/// Sets close-on-exec on every descriptor from `first` up, between fork and exec.
+///
+/// Marked rather than closed: the standard library reports a failed exec through a
+/// close-on-exec pipe of its own, which must stay open until the exec.
+#[cfg(target_os = "linux")]
+fn close_on_exec_from(first_fd: RawFd) -> io::Result<()> {
+    let Ok(first) = libc::c_uint::try_from(first_fd) else {
+        return Ok(());
+    };
+    // Called through syscall(2): the libc wrapper is missing from older glibc and from musl.
+    // SAFETY: close_range only changes flags of this process's own descriptors.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        // Before Linux 5.11 (CLOSE_RANGE_CLOEXEC) or 5.9 (close_range itself), or under a
+        // seccomp filter that does not know it.
+        Some(libc::ENOSYS | libc::EINVAL | libc::EPERM) => close_on_exec_each_from(first_fd),
+        _ => Err(error),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn close_on_exec_from(first: RawFd) -> io::Result<()> {
+    close_on_exec_each_from(first)
+}
+
+/// Descriptors looked at one by one when the kernel cannot mark a range: a soft limit of a
+/// million (common in containers) would cost a second per start.
+const MAX_DESCRIPTOR_SCAN: libc::rlim_t = 65_536;
+
+/// [`close_on_exec_from`] one descriptor at a time, up to the soft `RLIMIT_NOFILE`. Past
+/// [`MAX_DESCRIPTOR_SCAN`] nothing is marked: a process that opened that many descriptors
+/// before starting portguard is not one portguard can clean up after.
+fn close_on_exec_each_from(first: RawFd) -> io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given; fcntl only reads and sets the
+    // flags of this process's own descriptors.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let end = RawFd::try_from(limit.rlim_cur.min(MAX_DESCRIPTOR_SCAN)).unwrap_or(RawFd::MAX);
+        for fd in first..end {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            // Not open: nothing to mark.
+            if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
+                continue;
+            }
+            if libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -192,4 +270,105 @@ pub fn redirect_output(file: &std::fs::File) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::TcpListener;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use std::process::{Child, Stdio};
+
+    use super::*;
+
+    /// A descriptor of this process without close-on-exec, as a careless parent leaves one.
+    fn inheritable_copy(fd: RawFd) -> OwnedFd {
+        // SAFETY: dup returns a new descriptor (without FD_CLOEXEC) that the OwnedFd then owns.
+        let copy = unsafe { libc::dup(fd) };
+        assert!(copy > 2, "dup failed: {}", io::Error::last_os_error());
+        // SAFETY: `copy` was just opened and nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(copy) }
+    }
+
+    /// The open descriptors of a process and what each is.
+    fn descriptors(pid: u32) -> BTreeMap<u32, String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read the child's fd folder")
+            .flatten()
+            .filter_map(|entry| {
+                let fd = entry.file_name().to_str()?.parse().ok()?;
+                let target = std::fs::read_link(entry.path()).ok()?;
+                Some((fd, target.display().to_string()))
+            })
+            .collect()
+    }
+
+    fn sleep_with(prepare: impl FnOnce(&mut Command)) -> Child {
+        let mut command = Command::new("sleep");
+        command
+            .arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        prepare(&mut command);
+        command.spawn().expect("start sleep")
+    }
+
+    fn stop(mut child: Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn only_the_standard_descriptors_reach_the_child() {
+        let file = tempfile::tempfile().expect("a temp file");
+        let leak = inheritable_copy(file.as_raw_fd());
+        let child = sleep_with(|command| prepare_child(command, None));
+        let open = descriptors(child.id());
+        stop(child);
+        assert_eq!(
+            open.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{open:?}"
+        );
+        drop(leak);
+    }
+
+    #[test]
+    fn the_listening_socket_reaches_the_child_at_fd_3_and_nothing_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = crate::os::socket_inode(std::os::fd::AsFd::as_fd(&listener)).expect("inode");
+        let file = tempfile::tempfile().expect("a temp file");
+        let leak = inheritable_copy(file.as_raw_fd());
+        let child = sleep_with(|command| prepare_child(command, Some(listener.as_raw_fd())));
+        let open = descriptors(child.id());
+        stop(child);
+        assert_eq!(
+            open.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "{open:?}"
+        );
+        assert_eq!(open[&3], format!("socket:[{inode}]"));
+        drop(leak);
+    }
+
+    #[test]
+    fn the_one_by_one_fallback_marks_every_descriptor() {
+        let file = tempfile::tempfile().expect("a temp file");
+        let leak = inheritable_copy(file.as_raw_fd());
+        let child = sleep_with(|command| {
+            // SAFETY: fcntl and getrlimit only, as in prepare_child.
+            unsafe {
+                command.pre_exec(|| close_on_exec_each_from(LISTEN_FD));
+            }
+        });
+        let open = descriptors(child.id());
+        stop(child);
+        assert_eq!(
+            open.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{open:?}"
+        );
+        drop(leak);
+    }
 }

@@ -5,7 +5,8 @@
 //! systems (macOS, the BSDs) have no `/proc` with sockets in it, so they ask `lsof`.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{self, Read};
+use std::os::fd::BorrowedFd;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,62 @@ pub fn port_holders(ports: &[u16]) -> HashMap<u16, Holder> {
     }
 }
 
+/// The inode of the socket at `fd`, which names it in `/proc/PID/fd` (`socket:[INODE]`) and in
+/// the kernel's socket tables.
+pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let stat = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the descriptor is not a socket",
+        ));
+    }
+    #[allow(clippy::useless_conversion)] // `st_ino` is narrower than u64 on some targets.
+    Ok(u64::from(stat.st_ino))
+}
+
+/// A process that has a given socket open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketHolder {
+    pub pid: u32,
+    /// Its command line, made safe to print.
+    pub command: String,
+}
+
+/// Every process owned by `uid` that has the socket `inode` open, sorted by pid.
+///
+/// Processes of other users are never looked into, and a process that cannot be inspected is
+/// skipped. Empty on systems without `/proc`, where a socket's inode names nothing.
+#[must_use]
+pub fn socket_holders(inode: u64, uid: u32) -> Vec<SocketHolder> {
+    #[cfg(target_os = "linux")]
+    {
+        procfs::socket_holders(inode, uid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // macOS names a socket by a kernel address, not by the inode fstat gives, so nothing
+        // (lsof included) can match the two.
+        let _ = (inode, uid);
+        Vec::new()
+    }
+}
+
+/// The inodes of the listening TCP sockets (IPv4 or IPv6) that `pid` has open; empty when that
+/// cannot be read, and on systems without `/proc`.
+#[must_use]
+pub fn listening_inodes_of(pid: u32) -> Vec<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        procfs::listening_inodes_of(pid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Vec::new()
+    }
+}
+
 /// How long one holder lookup may take before it gives up: the answer only decorates a message,
 /// it must not hold up starting the server.
 const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
@@ -94,7 +151,7 @@ mod procfs {
     use std::path::Path;
     use std::time::Instant;
 
-    use super::{LOOKUP_BUDGET, printable_command};
+    use super::{LOOKUP_BUDGET, SocketHolder, printable_command};
     use crate::port::Holder;
 
     /// `TCP_LISTEN` as `/proc/net/tcp` prints it.
@@ -161,6 +218,70 @@ mod procfs {
             }
         }
         found
+    }
+
+    pub(super) fn socket_holders(inode: u64, uid: u32) -> Vec<SocketHolder> {
+        let mut found = Vec::new();
+        let Ok(processes) = fs::read_dir("/proc") else {
+            return found;
+        };
+        for process in processes.flatten() {
+            let Some(pid) = process
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // The owner first: another user's descriptors are not ours to read, even as root.
+            if crate::os::process_uid(pid) != Some(uid) {
+                continue;
+            }
+            if socket_inodes(&process.path()).contains(&inode) {
+                found.push(SocketHolder {
+                    pid,
+                    command: command_of(&process.path()),
+                });
+            }
+        }
+        found.sort_by_key(|holder| holder.pid);
+        found
+    }
+
+    pub(super) fn listening_inodes_of(pid: u32) -> Vec<u64> {
+        let open = socket_inodes(Path::new(&format!("/proc/{pid}")));
+        if open.is_empty() {
+            return Vec::new();
+        }
+        let mut listening = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = fs::read_to_string(table) {
+                for line in text.lines().skip(1) {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    if fields.get(3) != Some(&LISTEN_STATE) {
+                        continue;
+                    }
+                    if let Some(inode) = fields.get(9).and_then(|inode| inode.parse::<u64>().ok())
+                        && open.contains(&inode)
+                        && !listening.contains(&inode)
+                    {
+                        listening.push(inode);
+                    }
+                }
+            }
+        }
+        listening.sort_unstable();
+        listening
+    }
+
+    /// The inodes of the sockets in a `/proc/PID` folder's descriptor table.
+    fn socket_inodes(process: &Path) -> Vec<u64> {
+        let Ok(fds) = fs::read_dir(process.join("fd")) else {
+            return Vec::new();
+        };
+        fds.flatten()
+            .filter_map(|fd| socket_inode(fs::read_link(fd.path()).ok()?.to_str()?))
+            .collect()
     }
 
     /// Adds the inode of every listening socket on one of `ports` in a `/proc/net/tcp{,6}` table.
@@ -435,6 +556,92 @@ mod tests {
         let started = Instant::now();
         assert!(output_within(sleep, Instant::now() + Duration::from_millis(100)).is_none());
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_socket_has_an_inode_and_a_file_does_not() {
+        use std::os::fd::AsFd as _;
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a_inode = socket_inode(a.as_fd()).expect("inode");
+        assert_ne!(a_inode, socket_inode(b.as_fd()).expect("inode"));
+        let file = tempfile::tempfile().expect("a temp file");
+        let error = socket_inode(file.as_fd()).expect_err("not a socket");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_holder_of_a_socket_is_found_and_only_for_its_owner() {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        use std::os::unix::process::CommandExt as _;
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = socket_inode(listener.as_fd()).expect("inode");
+        let me = rustix::process::geteuid().as_raw();
+        let holders = socket_holders(inode, me);
+        assert_eq!(
+            holders.iter().map(|h| h.pid).collect::<Vec<_>>(),
+            [std::process::id()],
+            "{holders:?}"
+        );
+
+        // A child that inherits the socket holds it too, as a server's worker would.
+        let fd = listener.as_raw_fd();
+        let mut command = Command::new("sleep");
+        command.arg("30");
+        // SAFETY: fcntl only, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start sleep");
+        let holders = socket_holders(inode, me);
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut expected = vec![std::process::id(), child.id()];
+        expected.sort_unstable();
+        assert_eq!(
+            holders.iter().map(|h| h.pid).collect::<Vec<_>>(),
+            expected,
+            "{holders:?}"
+        );
+        let sleep = holders
+            .iter()
+            .find(|h| h.pid == child.id())
+            .expect("the child");
+        assert_eq!(sleep.command, "sleep 30");
+
+        // Another account's processes are not looked into, so none of them is found.
+        assert!(socket_holders(inode, me.wrapping_add(1)).is_empty());
+        // Once closed, nothing holds it.
+        drop(listener);
+        assert!(socket_holders(inode, me).is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_listening_sockets_of_a_process_are_listed() {
+        use std::os::fd::AsFd as _;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let v6 = TcpListener::bind("[::1]:0").ok();
+        let inode = socket_inode(listener.as_fd()).expect("inode");
+        // A connected socket is not a listening one.
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let client_inode = socket_inode(client.as_fd()).expect("inode");
+        let listening = listening_inodes_of(std::process::id());
+        assert!(listening.contains(&inode), "{listening:?}");
+        assert!(!listening.contains(&client_inode), "{listening:?}");
+        if let Some(v6) = &v6 {
+            let v6_inode = socket_inode(v6.as_fd()).expect("inode");
+            assert!(listening.contains(&v6_inode), "{listening:?}");
+        }
+        assert!(listening_inodes_of(u32::MAX).is_empty());
     }
 
     #[cfg(target_os = "linux")]
