@@ -363,6 +363,95 @@ mod tests {
     }
 
     #[test]
+    fn links_out_of_the_root_are_named_once_and_links_inside_are_not() {
+        use std::os::unix::fs::symlink;
+
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        fs::create_dir_all(root.join("shared")).unwrap();
+        fs::create_dir_all(outside.path().join("cfg")).unwrap();
+        // A file link out, a folder link out, a link inside, and a link inside that leads to
+        // one out: a chain is followed to its end.
+        symlink(outside.path().join("keys"), root.join(".gitignore")).unwrap();
+        symlink(outside.path().join("cfg"), root.join(".cargo")).unwrap();
+        symlink("shared/env", root.join(".env")).unwrap();
+        symlink("../../outside-env", root.join("shared/example")).unwrap();
+        symlink("shared/example", root.join(".env.example")).unwrap();
+        let paths = [
+            root.join(".gitignore"),
+            root.join(".cargo/config.toml"),
+            root.join(".cargo/other.toml"),
+            root.join(".env"),
+            root.join(".env.example"),
+            root.join("Cargo.toml"),
+        ];
+        let found = links_out_of(&root, paths.iter().map(PathBuf::as_path)).unwrap();
+        let real_outside = fs::canonicalize(outside.path()).unwrap();
+        let real_dir = fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            found,
+            [
+                OutsideLink {
+                    link: root.join(".gitignore"),
+                    target: real_outside.join("keys"),
+                },
+                OutsideLink {
+                    link: root.join(".cargo"),
+                    target: real_outside.join("cfg"),
+                },
+                OutsideLink {
+                    link: root.join(".env.example"),
+                    target: real_dir.join("outside-env"),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_follows_links_to_files_not_yet_there() {
+        use std::os::unix::fs::symlink;
+
+        let dir = tempfile::tempdir().unwrap();
+        let real = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(real.join("a")).unwrap();
+        symlink("a", real.join("b")).unwrap();
+        symlink("../b/./missing", real.join("a/link")).unwrap();
+        assert_eq!(
+            resolve(&real.join("b/link")).unwrap(),
+            real.join("a/missing")
+        );
+        symlink("loop", real.join("loop")).unwrap();
+        assert!(resolve(&real.join("loop")).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_optional(&dir.path().join("none")).unwrap(), None);
+        let error = read_optional(dir.path()).unwrap_err();
+        assert!(error.downcast_ref::<BadInput>().is_some(), "{error:#}");
+        assert!(format!("{error}").contains("is a folder"), "{error}");
+        let large = dir.path().join("large");
+        fs::File::create(&large)
+            .unwrap()
+            .set_len(READ_LIMIT + 1)
+            .unwrap();
+        let error = read_optional(&large).unwrap_err();
+        assert!(error.downcast_ref::<BadInput>().is_some(), "{error:#}");
+        assert!(format!("{error}").contains("larger than 4 MiB"), "{error}");
+        let limit = dir.path().join("limit");
+        fs::File::create(&limit)
+            .unwrap()
+            .set_len(READ_LIMIT)
+            .unwrap();
+        assert_eq!(
+            read_optional(&limit).unwrap().map(|text| text.len()),
+            Some(4 << 20)
+        );
+    }
+
+    #[test]
     fn diffs_are_unified_and_name_the_file() {
         let root = Path::new("/p");
         let diff = change(
