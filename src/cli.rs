@@ -143,7 +143,8 @@ pub struct InitArgs {
     /// Print every change as a unified diff and write nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Regenerate the glue (and the build-script module) even where they exist
+    /// Regenerate the glue (and the build-script module) even where they exist, and write
+    /// through symbolic links that lead out of the project
     #[arg(long)]
     pub force: bool,
 }

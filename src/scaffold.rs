@@ -1,7 +1,8 @@
 //! `cargo portguard init`: adds portguard to a server package in one command: the metadata
 //! table, `.env` keys, cargo aliases (`cargo dev-safe`, `cargo stop`, ...), `.portguard/` in
 //! `.gitignore`, and the startup glue that takes the handed-over socket. Everything is computed
-//! first and written as one transaction; a second run changes nothing.
+//! first and written as one transaction; a second run changes nothing. Nothing is written
+//! through a symbolic link that leads out of the project unless `--force`.
 
 mod dotfiles;
 pub(crate) mod files;
@@ -74,6 +75,7 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         return Ok(exit_codes::OK);
     }
     let root = &project.workspace_root;
+    check_links(root, &changes, args.force)?;
     if args.dry_run {
         let mut stdout = std::io::stdout().lock();
         for change in &changes {
@@ -115,6 +117,40 @@ pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32>
         indent(templates::main_rs_lines(framework))
     ));
     Ok(exit_codes::OK)
+}
+
+/// Refuses to write through a symbolic link that leads out of the project (a `.gitignore`
+/// linked to a file in the home folder would get `.portguard/` appended), unless `force`.
+fn check_links(root: &Path, changes: &[Change], force: bool) -> Result<()> {
+    let links = files::links_out_of(root, changes.iter().map(|change| change.path.as_path()))?;
+    let describe = |link: &files::OutsideLink| {
+        format!(
+            "`{}` is a symbolic link to `{}`, outside the project `{}`",
+            link.link.strip_prefix(root).unwrap_or(&link.link).display(),
+            link.target.display(),
+            root.display()
+        )
+    };
+    if force {
+        for link in &links {
+            output::warning(format!("{}; writing through it (--force)", describe(link)));
+        }
+        return Ok(());
+    }
+    let refusals: Vec<String> = links
+        .iter()
+        .map(|link| {
+            format!(
+                "{}; refusing to write through it (use --force to write anyway)",
+                describe(link)
+            )
+        })
+        .collect();
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(exit_codes::BadInput(refusals.join("\n")).into())
+    }
 }
 
 /// The framework the package already depends on; std when none is known.

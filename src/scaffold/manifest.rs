@@ -27,15 +27,9 @@ impl LocalManifest {
     /// Reads and parses `path`; a missing file is an empty document.
     ///
     /// # Errors
-    /// When the file cannot be read or is not TOML.
+    /// When the file cannot be read (or is no regular file, or too large) or is not TOML.
     pub fn read(path: &Path) -> Result<Self> {
-        let original = match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(error).with_context(|| format!("could not read `{}`", path.display()));
-            }
-        };
+        let original = super::files::read_optional(path)?;
         let doc = original
             .as_deref()
             .unwrap_or_default()

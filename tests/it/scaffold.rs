@@ -4,11 +4,12 @@
 //! what it prints, and that a failure writes nothing. Nothing here builds or starts a server:
 //! `tests/it/scaffold_run.rs` does.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::support::{
-    COMMAND_TIMEOUT, Finished, TestProject, Tree, cargo_bin, deleted_lines, run_within,
-    set_file_times, unified_diff,
+    COMMAND_TIMEOUT, EXIT_TIMEOUT, Finished, TestProject, Tree, cargo_bin, deleted_lines,
+    run_within, set_file_times, unified_diff,
 };
 use snapbox::{Data, assert_data_eq, file};
 
@@ -876,4 +877,353 @@ fn a_read_only_cargo_dir_fails_cleanly() {
     // So that the temp dir can be removed.
     std::fs::set_permissions(&cargo_dir, std::fs::Permissions::from_mode(0o755))
         .expect("chmod 755");
+}
+
+// ---------------------------------------------------------------------------
+// 10. Symbolic links out of the project, and files that are not files.
+
+/// One file init writes, or a folder on the way to it, made a symbolic link to `target` in a
+/// folder outside the project.
+struct LinkOut {
+    /// The link, relative to the project root.
+    link: &'static str,
+    /// Where it leads, relative to the outside folder; `prepare` puts what is there.
+    target: &'static str,
+    prepare: fn(&TestProject, &Path),
+    args: &'static [&'static str],
+    /// The file (relative to the outside folder) `--force` writes through the link, and a line
+    /// that shows it did.
+    written: &'static str,
+    marker: &'static str,
+}
+
+/// Moves the project's `name` to `dest` in the outside folder, where the link will lead.
+fn move_out(project: &TestProject, outside: &Path, name: &str, dest: &str) {
+    std::fs::rename(project.root.join(name), outside.join(dest)).expect("move out");
+}
+
+fn write_outside(outside: &Path, rel: &str, text: &str) {
+    let path = outside.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+    std::fs::write(path, text).expect("write outside");
+}
+
+/// Every file init writes, each as a link out; and `.cargo` and `src`, the folders it writes in.
+/// The glue and the build files are only created, never changed: their links lead to a file
+/// that does not exist yet.
+const LINKS_OUT: &[LinkOut] = &[
+    LinkOut {
+        link: "Cargo.toml",
+        target: "Cargo.toml",
+        prepare: |project, outside| move_out(project, outside, "Cargo.toml", "Cargo.toml"),
+        args: &[],
+        written: "Cargo.toml",
+        marker: "[package.metadata.portguard]",
+    },
+    LinkOut {
+        link: ".env.example",
+        target: "env.example",
+        prepare: |_, outside| write_outside(outside, "env.example", "PORT=5000\n"),
+        args: &[],
+        written: "env.example",
+        marker: "FALLBACK_PORTS",
+    },
+    LinkOut {
+        link: ".env",
+        target: "shared.env",
+        prepare: |_, outside| write_outside(outside, "shared.env", USER_ENV),
+        args: &[],
+        written: "shared.env",
+        marker: "FALLBACK_PORTS",
+    },
+    LinkOut {
+        link: ".cargo/config.toml",
+        target: "config.toml",
+        prepare: |project, outside| {
+            std::fs::create_dir(project.root.join(".cargo")).expect("mkdir .cargo");
+            write_outside(outside, "config.toml", "[alias]\nb = \"build\"\n");
+        },
+        args: &[],
+        written: "config.toml",
+        marker: "dev-safe",
+    },
+    LinkOut {
+        link: ".cargo",
+        target: "cargo-home",
+        prepare: |_, outside| {
+            write_outside(outside, "cargo-home/config.toml", "[net]\nretry = 3\n");
+        },
+        args: &[],
+        written: "cargo-home/config.toml",
+        marker: "dev-safe",
+    },
+    LinkOut {
+        link: ".gitignore",
+        target: ".ssh/authorized_keys",
+        prepare: |_, outside| {
+            write_outside(
+                outside,
+                ".ssh/authorized_keys",
+                "ssh-ed25519 AAAAC3Nz user@host\n",
+            );
+        },
+        args: &[],
+        written: ".ssh/authorized_keys",
+        marker: ".portguard/",
+    },
+    LinkOut {
+        link: "src/portguard.rs",
+        target: "glue.rs",
+        prepare: |_, _| {},
+        args: &[],
+        written: "glue.rs",
+        marker: "pub fn listener()",
+    },
+    LinkOut {
+        link: "src",
+        target: "src",
+        prepare: |project, outside| move_out(project, outside, "src", "src"),
+        args: &[],
+        written: "src/portguard.rs",
+        marker: "pub fn listener()",
+    },
+    LinkOut {
+        link: "build.rs",
+        target: "build.rs",
+        prepare: |_, _| {},
+        args: &["--build-rs"],
+        written: "build.rs",
+        marker: "include!(\"portguard_build.rs\");",
+    },
+    LinkOut {
+        link: "portguard_build.rs",
+        target: "portguard_build.rs",
+        prepare: |_, _| {},
+        args: &["--build-rs"],
+        written: "portguard_build.rs",
+        marker: "Generated by `cargo portguard init`",
+    },
+];
+
+/// The plain package with `case` set up in it; the outside folder, and the link's target as
+/// init must name it (every link followed).
+fn with_link_out(case: &LinkOut) -> (TestProject, tempfile::TempDir, PathBuf) {
+    let project = TestProject::init_fixture("plain");
+    let outside = tempfile::tempdir().expect("outside folder");
+    (case.prepare)(&project, outside.path());
+    let target = outside.path().join(case.target);
+    std::os::unix::fs::symlink(&target, project.root.join(case.link)).expect("symlink");
+    let real_target = std::fs::canonicalize(outside.path())
+        .expect("resolve the outside folder")
+        .join(case.target);
+    (project, outside, real_target)
+}
+
+fn names_the_link(run: &Finished, case: &LinkOut, target: &Path) -> bool {
+    run.stderr.contains(&format!(
+        "`{}` is a symbolic link to `{}`, outside the project `",
+        case.link,
+        target.display()
+    ))
+}
+
+#[test]
+fn a_link_out_of_the_project_is_refused_and_nothing_is_written() {
+    for case in LINKS_OUT {
+        let (project, outside, target) = with_link_out(case);
+        let project_before = project.tree();
+        let outside_before = Tree::of(outside.path());
+        let run = project.init(case.args);
+        assert_exit(&run, 2);
+        assert!(
+            names_the_link(&run, case, &target)
+                && run
+                    .stderr
+                    .contains("; refusing to write through it (use --force to write anyway)"),
+            "{}: the refusal names the link and its target:\n{}",
+            case.link,
+            run.describe()
+        );
+        assert_eq!(
+            outside_before.changes_to(&Tree::of(outside.path())),
+            Vec::<String>::new(),
+            "{}: the file outside changed:\n{}",
+            case.link,
+            run.describe()
+        );
+        assert_eq!(
+            project_before.changes_to(&project.tree()),
+            Vec::<String>::new(),
+            "{}: a refused init changed files:\n{}",
+            case.link,
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn with_force_a_link_out_of_the_project_is_written_through_with_a_warning() {
+    for case in LINKS_OUT {
+        let (project, outside, target) = with_link_out(case);
+        let mut args = vec!["--force"];
+        args.extend_from_slice(case.args);
+        let run = project.init(&args);
+        assert_exit(&run, 0);
+        assert!(
+            names_the_link(&run, case, &target)
+                && lines_starting(&run, "warning:")
+                    .iter()
+                    .any(|line| line.ends_with("; writing through it (--force)")),
+            "{}: a warning names the link:\n{}",
+            case.link,
+            run.describe()
+        );
+        let written = std::fs::read_to_string(outside.path().join(case.written))
+            .unwrap_or_else(|err| panic!("{}: {err}\n{}", case.written, run.describe()));
+        assert!(
+            written.contains(case.marker),
+            "{}: not written through:\n{written}\n{}",
+            case.link,
+            run.describe()
+        );
+        assert_eq!(
+            std::fs::read_link(project.root.join(case.link)).ok(),
+            Some(outside.path().join(case.target)),
+            "{}: is no longer the link it was",
+            case.link
+        );
+    }
+}
+
+#[test]
+fn dry_run_refuses_a_link_out_of_the_project_the_same_way() {
+    let case = &LINKS_OUT[5];
+    assert_eq!(case.link, ".gitignore");
+    let (project, outside, target) = with_link_out(case);
+    let outside_before = Tree::of(outside.path());
+    let run = project.init(&["--dry-run"]);
+    assert_exit(&run, 2);
+    assert!(names_the_link(&run, case, &target), "{}", run.describe());
+    assert_eq!(run.stdout, "", "no diff for a refused run");
+    assert_eq!(
+        outside_before.changes_to(&Tree::of(outside.path())),
+        Vec::<String>::new()
+    );
+}
+
+/// A dotfile kept as a link to a file elsewhere in the repository, and `.cargo` as a link to
+/// a folder in it: both are written through, and stay links.
+#[test]
+fn a_link_that_stays_inside_the_project_is_written_through() {
+    let project = TestProject::init_fixture("plain");
+    project.write_file("dotfiles/gitignore", "/target\n");
+    project.write_file("dotfiles/cargo/config.toml", "[alias]\nb = \"build\"\n");
+    std::os::unix::fs::symlink("dotfiles/gitignore", project.root.join(".gitignore"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(
+        project.root.join("dotfiles/cargo"),
+        project.root.join(".cargo"),
+    )
+    .expect("symlink");
+    let run = project.init(&[]);
+    assert_exit(&run, 0);
+    assert_eq!(
+        lines_starting(&run, "warning:"),
+        Vec::<&str>::new(),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        project.read_file("dotfiles/gitignore"),
+        "/target\n# portguard's locks, pid files and logs\n.portguard/\n"
+    );
+    assert!(
+        project
+            .read_file("dotfiles/cargo/config.toml")
+            .contains("dev-safe")
+    );
+    assert_eq!(
+        std::fs::read_link(project.root.join(".gitignore")).ok(),
+        Some("dotfiles/gitignore".into())
+    );
+    assert!(
+        std::fs::symlink_metadata(project.root.join(".cargo"))
+            .expect(".cargo")
+            .is_symlink()
+    );
+}
+
+/// A FIFO at `.gitignore`: opening it to read would wait for a writer forever. init refuses it
+/// by name, within a bound (cargo metadata runs first), and leaves it a FIFO.
+#[test]
+fn a_fifo_at_gitignore_is_refused_without_hanging() {
+    use std::os::unix::fs::FileTypeExt as _;
+
+    let (project, _) = project_with_user_files();
+    std::fs::remove_file(project.root.join(".gitignore")).expect("remove .gitignore");
+    let before_fifo = project.tree();
+    let fifo = project.root.join(".gitignore");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let run = run_within(project.portguard(&["init"]), EXIT_TIMEOUT);
+    assert_exit(&run, 2);
+    assert!(
+        run.stderr.contains(&format!(
+            "`{}` is a FIFO, not a regular file",
+            fifo.display()
+        )),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect(".gitignore")
+            .file_type()
+            .is_fifo()
+    );
+    // The tree is compared without the FIFO: reading it would hang the test instead.
+    std::fs::remove_file(&fifo).expect("remove the FIFO");
+    assert_eq!(
+        before_fifo.changes_to(&project.tree()),
+        Vec::<String>::new(),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_folder_or_a_huge_file_where_a_file_should_be_is_refused_by_name() {
+    let (project, _) = project_with_user_files();
+    std::fs::create_dir(project.root.join(".env.example")).expect("mkdir .env.example");
+    let before = project.tree();
+    let run = project.init(&[]);
+    assert_exit(&run, 2);
+    let shown = project.root.join(".env.example");
+    assert!(
+        run.stderr.contains(&format!(
+            "`{}` is a folder, not a regular file",
+            shown.display()
+        )),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(before.changes_to(&project.tree()), Vec::<String>::new());
+
+    std::fs::remove_dir(&shown).expect("rmdir .env.example");
+    std::fs::File::create(&shown)
+        .and_then(|file| file.set_len(5 << 20))
+        .expect("a 5 MiB .env.example");
+    let before = project.tree();
+    let run = project.init(&[]);
+    assert_exit(&run, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("`{}` is larger than 4 MiB", shown.display())),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(before.changes_to(&project.tree()), Vec::<String>::new());
 }

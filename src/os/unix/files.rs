@@ -155,6 +155,39 @@ fn kind_of(file_type: FileType) -> &'static str {
     }
 }
 
+/// Opens `path` for reading without waiting for anything: opening a FIFO that no process
+/// writes to would otherwise block forever. Reads from a regular file are unaffected.
+pub fn open_without_waiting(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// What a file of this type is, for messages: "a regular file", "a folder", "a FIFO", ...
+#[must_use]
+pub fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    kind_of(if file_type.is_file() {
+        FileType::RegularFile
+    } else if file_type.is_dir() {
+        FileType::Directory
+    } else if file_type.is_symlink() {
+        FileType::Symlink
+    } else if file_type.is_fifo() {
+        FileType::Fifo
+    } else if file_type.is_socket() {
+        FileType::Socket
+    } else if file_type.is_char_device() {
+        FileType::CharacterDevice
+    } else if file_type.is_block_device() {
+        FileType::BlockDevice
+    } else {
+        FileType::Unknown
+    })
+}
+
 /// Reads the state file at `path`, at most `limit` bytes, if it is a regular file of this
 /// effective user that nobody else may write.
 pub fn read_private_file(path: &Path, limit: u64) -> Result<Vec<u8>, PrivateFileError> {
@@ -589,5 +622,20 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    fn a_fifo_without_a_writer_opens_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let file = open_without_waiting(&fifo).unwrap();
+        assert_eq!(
+            file_kind(file.metadata().unwrap().file_type()),
+            "a FIFO"
+        );
     }
 }
