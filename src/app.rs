@@ -1,52 +1,61 @@
-//! What the binaries do, as functions that return an exit code: parse, dispatch, report.
-//! The binaries themselves only pass their arguments in and exit with the answer.
+//! What the binaries do, as functions that return an exit code: parse, build the one context
+//! every command runs in, dispatch, report. The binaries themselves only pass their arguments in
+//! and exit with the answer.
 
 use std::ffi::OsString;
 
 use clap::Parser as _;
 
 use crate::cli::{self, CommonArgs, PortguardCli, PortguardCommand, ServeSafeCli};
-use crate::serve::Vars;
-use crate::{exit_codes, logs, output, scaffold, serve, status, stop};
+use crate::commands::{logs, serve, status, stop};
+use crate::context::Context;
+use crate::{exit_codes, output};
 
-/// `cargo serve-safe`, given the process arguments.
+/// `cargo serve-safe`, given the process arguments (the program name first).
 #[must_use]
 pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
-    match ServeSafeCli::try_parse_from(cli::with_subcommand_word(args, "serve-safe")) {
-        Ok(ServeSafeCli::ServeSafe(serve_safe)) => run(&serve_safe.common, |vars| {
-            serve::serve(&serve_safe.common, &serve_safe.run, vars)
+    let args = cli::with_subcommand_word(args, "serve-safe");
+    match ServeSafeCli::try_parse_from(&args) {
+        Ok(ServeSafeCli::ServeSafe(serve_safe)) => run(args, &serve_safe.common, |context| {
+            serve::serve(context, &serve_safe.common, &serve_safe.run)
         }),
         Err(error) => clap_exit(&error),
     }
 }
 
-/// `cargo portguard`, given the process arguments.
+/// `cargo portguard`, given the process arguments (the program name first).
 #[must_use]
 pub fn portguard_main(args: Vec<OsString>) -> i32 {
-    let portguard = match PortguardCli::try_parse_from(cli::with_subcommand_word(args, "portguard"))
-    {
+    let args = cli::with_subcommand_word(args, "portguard");
+    let portguard = match PortguardCli::try_parse_from(&args) {
         Ok(PortguardCli::Portguard(portguard)) => portguard,
         Err(error) => return clap_exit(&error),
     };
     let common = &portguard.common;
-    run(common, |vars| match &portguard.command {
-        PortguardCommand::Run(args) => serve::serve(common, args, vars),
-        PortguardCommand::Status(args) => status::status(common, args, vars),
-        PortguardCommand::Stop(args) => stop::stop(common, args, vars),
-        PortguardCommand::Restart(args) => stop::restart(common, args, vars),
-        PortguardCommand::Logs(args) => logs::logs(common, args, vars),
-        PortguardCommand::Init(args) => scaffold::init(common, args, vars),
-        PortguardCommand::Ports(args) => crate::ports::ports(common, args, vars),
-        PortguardCommand::Config(args) => crate::config::report::config(common, args, vars),
-        PortguardCommand::Generate(args) => crate::generate::generate(common, args, vars),
+    run(args, common, |context| match &portguard.command {
+        PortguardCommand::Run(args) => serve::serve(context, common, args),
+        PortguardCommand::Status(args) => status::status(context, common, args),
+        PortguardCommand::Stop(args) => stop::stop(context, common, args),
+        PortguardCommand::Restart(args) => stop::restart(context, common, args),
+        PortguardCommand::Logs(args) => logs::logs(context, common, args),
+        PortguardCommand::Init(args) => crate::scaffold::init(context, common, args),
+        PortguardCommand::Ports(args) => crate::ports::ports(context, common, args),
+        PortguardCommand::Config(args) => crate::config::report::config(context, common, args),
+        PortguardCommand::Generate(args) => crate::generate::generate(context, common, args),
     })
 }
 
-/// Sets up output, runs a command against the real environment, and turns its error into
-/// the message and exit code the contract gives it.
-fn run(common: &CommonArgs, command: impl FnOnce(Vars<'_>) -> anyhow::Result<i32>) -> i32 {
+/// Sets up output, builds the context from the real environment, runs a command, and turns its
+/// error into the message and exit code the contract gives it.
+fn run(
+    args: Vec<OsString>,
+    common: &CommonArgs,
+    command: impl FnOnce(&Context) -> anyhow::Result<i32>,
+) -> i32 {
     output::init(common.color, common.quiet, common.verbose);
-    match command(&|name| std::env::var_os(name)) {
+    // The program name is the binary's; what follows is what the command was parsed from.
+    let context = Context::from_process(args.into_iter().skip(1).collect());
+    match command(&context) {
         Ok(code) => code,
         Err(error) => {
             output::error_chain(&error);

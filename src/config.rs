@@ -31,7 +31,7 @@ use layer::{Layer, Scope, Tables};
 use value::Culprit;
 
 /// How the chosen port reaches the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Handoff {
     /// The server gets `PORT` and binds it itself.
@@ -221,6 +221,57 @@ impl Config {
             .take(limit)
             .collect()
     }
+}
+
+/// What a command that runs or inspects the server works with: cargo, the project, and its
+/// configuration with every layer applied.
+#[derive(Debug)]
+pub struct Loaded {
+    pub cargo: std::path::PathBuf,
+    pub project: crate::project::Project,
+    pub config: Config,
+}
+
+/// The flags that take part in the configuration's precedence.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags<'a> {
+    pub env: Option<&'a str>,
+    pub port: Option<u16>,
+    pub bin: Option<&'a str>,
+}
+
+/// Reads the project named by `--manifest-path` and `-p` and resolves its configuration from
+/// every layer (tables, `.env`, variables, `flags`); prints the warnings. `cache` is the private
+/// folder where cargo's answer may be kept.
+///
+/// # Errors
+/// Bad input of any kind, and a cargo that cannot read the project.
+pub fn load(
+    vars: &dyn Fn(&str) -> Option<OsString>,
+    manifest_path: Option<&Path>,
+    package: Option<&str>,
+    flags: Flags<'_>,
+    cache: Option<&Path>,
+) -> anyhow::Result<Loaded> {
+    let (cargo, project) = crate::project::from_options(manifest_path, package, vars, cache)?;
+    let dotenv = project.package_root().join(".env");
+    let (config, warnings) = resolve(&Inputs {
+        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
+        package_metadata: Some((&project.package.metadata, project.manifest_path())),
+        dotenv: Some(&dotenv),
+        vars,
+        env_flag: flags.env,
+        port_flag: flags.port,
+        bin_flag: flags.bin,
+    })?;
+    for warning in warnings {
+        crate::output::warning(warning);
+    }
+    Ok(Loaded {
+        cargo,
+        project,
+        config,
+    })
 }
 
 /// The configuration as Cargo.toml alone gives it (the package, workspace and `env.NAME`

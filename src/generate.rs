@@ -60,15 +60,15 @@ pub struct Generated {
 ///
 /// # Errors
 /// Bad input (exit 2), drift under `--check` (exit 1), and files that cannot be written.
-pub fn generate(
+pub(crate) fn generate(
+    context: &crate::context::Context,
     common: &CommonArgs,
     args: &GenerateArgs,
-    vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<i32> {
     let (_, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
-        vars,
+        &context.vars(),
         None,
     )?;
     let deployment = Deployment::resolve(&project, args)?;
@@ -185,7 +185,7 @@ impl Deployment {
         let target = project.target(None, config.bin.value.as_deref())?;
         let bin = target.name().to_owned();
         let instance = args.instance.clone().unwrap_or_else(|| bin.clone());
-        crate::lock::validate_instance(&instance)?;
+        crate::instance::InstanceName::new(&instance)?;
         let package = project.package.name.to_string();
         let version = project.package.version.to_string();
         let package_dir = project

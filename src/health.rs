@@ -6,14 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The address a client on this machine reaches a server listening on `host` at.
-///
-/// ```
-/// use portguard::health::client_addr;
-///
-/// let wildcard = "0.0.0.0".parse().unwrap();
-/// assert_eq!(client_addr(wildcard, 5000).to_string(), "127.0.0.1:5000");
-/// ```
+/// The address a client on this machine reaches a server listening on `host` at: a wildcard
+/// host is reached on its loopback address.
 #[must_use]
 pub fn client_addr(host: IpAddr, port: u16) -> SocketAddr {
     let ip = match host {
@@ -148,6 +142,14 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wildcard_host_is_reached_on_loopback() {
+        let wildcard = "0.0.0.0".parse().expect("address");
+        assert_eq!(client_addr(wildcard, 5000).to_string(), "127.0.0.1:5000");
+        let v6 = "::".parse().expect("address");
+        assert_eq!(client_addr(v6, 5000).to_string(), "[::1]:5000");
+    }
 
     #[test]
     fn parses_status_lines() {

@@ -1,26 +1,28 @@
 //! portguard: run a Rust dev server under an instance lock on a port that is really free.
 //!
 //! The binaries `cargo-serve-safe` and `cargo-portguard` are thin: they hand their arguments to
-//! [`app`] and exit with the code it returns.
+//! [`app`] and exit with the code it returns. The layers, each importing only those below it:
+//! `app` → `commands` → the domain modules (`instance`, `supervise`, `port`, `reserve`,
+//! `config`, `project`, `health`, `scaffold`, `generate`) → `os` and `output`.
 
 pub mod app;
-pub mod cli;
-pub mod config;
-pub mod detach;
+mod cli;
+mod commands;
+mod config;
+mod context;
 pub mod exit_codes;
-pub mod generate;
-pub mod health;
-pub mod lock;
-pub mod logs;
-pub mod os;
-pub mod output;
+mod generate;
+mod health;
+mod instance;
+mod lock;
+mod os;
+mod output;
+#[doc(hidden)]
 pub mod port;
-pub mod ports;
-pub mod project;
+mod ports;
+mod project;
+#[doc(hidden)]
 pub mod reserve;
-pub mod scaffold;
-pub mod serve;
-pub mod signals;
-pub mod status;
-pub mod stop;
-pub mod supervise;
+mod scaffold;
+mod signals;
+mod supervise;

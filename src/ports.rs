@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::cli::{CommonArgs, ConfigQueryArgs, RunArgs};
+use crate::cli::{CommonArgs, ConfigQueryArgs};
 use crate::config::Config;
+use crate::context::Context;
 use crate::exit_codes;
 use crate::port::{self, Holder, PortState};
-use crate::serve::{self, Vars};
 
 /// What a candidate port is now, as `ports` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,13 +281,23 @@ impl From<&Candidate> for JsonCandidate {
 /// # Errors
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
-pub fn ports(common: &CommonArgs, args: &ConfigQueryArgs, vars: Vars<'_>) -> Result<i32> {
-    let run = RunArgs {
-        port: args.port,
-        env: args.env.clone(),
-        ..RunArgs::default()
-    };
-    let (_cargo, _project, config) = serve::resolve_config(common, &run, vars)?;
+pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryArgs) -> Result<i32> {
+    let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+    let crate::config::Loaded {
+        project: _project,
+        config,
+        ..
+    } = crate::config::load(
+        &context.vars(),
+        common.manifest_path.as_deref(),
+        common.package.as_deref(),
+        crate::config::Flags {
+            env: args.env.as_deref(),
+            port: args.port,
+            bin: None,
+        },
+        cache.as_deref(),
+    )?;
     let survey = survey(&config, reservation_holder);
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&survey.to_json())

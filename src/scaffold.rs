@@ -18,10 +18,10 @@ use toml_edit::Value;
 
 use crate::cli::{CommonArgs, Framework, InitArgs};
 use crate::config::{self, Config, Handoff};
+use crate::context::Context;
 use crate::exit_codes;
 use crate::output;
 use crate::project::{self, Project};
-use crate::serve::Vars;
 
 use files::Change;
 use manifest::{LocalManifest, Setting};
@@ -39,11 +39,11 @@ const ALIASES: [(&str, &str); 4] = [
 /// # Errors
 /// Bad input (a package that cannot be told, bad values already in Cargo.toml: exit 2), and
 /// files that cannot be read or written (nothing is written then).
-pub fn init(common: &CommonArgs, args: &InitArgs, vars: Vars<'_>) -> Result<i32> {
+pub(crate) fn init(context: &Context, common: &CommonArgs, args: &InitArgs) -> Result<i32> {
     let (_, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
-        vars,
+        &context.vars(),
         // init is about to change the manifests: it asks cargo afresh.
         None,
     )?;

@@ -1,6 +1,9 @@
-//! Running the server: `cargo run` in a process group of its own, watched without polling,
-//! and stopped as a group: SIGTERM, a grace period, then SIGKILL. What left the group is
-//! stopped along with it (see [`reaper`]).
+//! Running the servers: `cargo run` in a process group of its own, watched without polling, and
+//! stopped as a group through the one stop primitive ([`stop`]). One server is the one-replica
+//! case of the same loop: `--replicas N` only changes what a crash after readiness means (the
+//! replica is started again after a back-off, where a single server's crash ends the run) and
+//! how long a restart waits for each replacement. What left the group is stopped along with it
+//! (see [`reaper`]).
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -16,19 +19,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::health::{self, ReadyCheck};
-use crate::os::{self, Sig};
-use crate::{exit_codes, output, signals};
+use crate::{exit_codes, os, output, signals};
 
 mod notify;
 mod reaper;
 mod replicas;
+pub(crate) mod report;
+pub(crate) mod stop;
 
-use reaper::{Escaped, Reaper};
+pub(crate) use reaper::{Escaped, pid_list, processes};
+use replicas::Replicas;
+use stop::{EventWatch, Stopped, Targets};
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
 /// sleeps until something happens.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     Signal(i32),
     /// The server of this generation answers.
     Ready(u32),
@@ -38,29 +44,28 @@ pub enum Event {
 
 /// How to start the server.
 #[derive(Debug)]
-pub struct Launch {
-    pub cargo: PathBuf,
+pub(crate) struct Launch {
+    pub(crate) cargo: PathBuf,
     /// Everything after `cargo`: `run`, target selection, features, `--`, server arguments.
-    pub cargo_args: Vec<OsString>,
+    pub(crate) cargo_args: Vec<OsString>,
     /// `PORT`, `PORTGUARD_*` and, in socket handoff, `LISTEN_*` but `LISTEN_PID`.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// The socket the server takes at fd 3; the supervisor keeps it open for the whole run.
-    pub socket: Option<TcpListener>,
-    pub ready: ReadyCheck,
+    pub(crate) socket: Option<TcpListener>,
+    pub(crate) ready: ReadyCheck,
     /// The wait after SIGTERM before SIGKILL.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Where the server may send `READY=1` (`NOTIFY_SOCKET`, the systemd protocol).
-    pub notify_socket: Option<PathBuf>,
+    pub(crate) notify_socket: Option<PathBuf>,
     /// Give up on a server that is not ready by then (detached runs, where nobody watches).
-    pub ready_timeout: Option<Duration>,
+    pub(crate) ready_timeout: Option<Duration>,
     /// How many servers accept on the socket (`--replicas`); more than one needs `socket`.
-    pub replicas: usize,
+    pub(crate) replicas: usize,
 }
 
 impl Launch {
     /// The command as a user would type it, for messages.
-    #[must_use]
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let mut text = String::from("cargo");
         for arg in &self.cargo_args {
             text.push(' ');
@@ -71,22 +76,21 @@ impl Launch {
 }
 
 /// How a run ended.
-#[derive(Debug)]
-pub enum Ending {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending {
     /// The server exited on its own; `ready` tells whether it had ever answered.
     Exited { status: ExitStatus, ready: bool },
-    /// It was stopped on request.
-    Stopped,
+    /// It was stopped on request; `killed` when SIGKILL was needed.
+    Stopped { killed: bool },
     /// It did not become ready within the ready timeout and was stopped.
     NotReady(Duration),
 }
 
 impl Ending {
     /// The supervisor's exit code, as the contract says.
-    #[must_use]
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
-            Ending::Stopped => exit_codes::OK,
+            Ending::Stopped { .. } => exit_codes::OK,
             Ending::NotReady(_) => exit_codes::FAILURE,
             Ending::Exited { status, .. } => status_code(*status),
         }
@@ -94,8 +98,7 @@ impl Ending {
 }
 
 /// The server's own code, or 128 + the signal that killed it.
-#[must_use]
-pub fn status_code(status: ExitStatus) -> i32 {
+pub(crate) fn status_code(status: ExitStatus) -> i32 {
     status
         .code()
         .or_else(|| {
@@ -107,8 +110,7 @@ pub fn status_code(status: ExitStatus) -> i32 {
 }
 
 /// Says what an exit status means, for people.
-#[must_use]
-pub fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("signal {signal} ({})", signals::name(signal)),
@@ -116,31 +118,35 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// One supervised server, and the channel everything reports to.
+/// Told what happens to the servers, so the caller can record and report it.
+pub(crate) trait Observer {
+    /// The servers now running, in replica order (their pids are known; they may still be
+    /// building), and whether the service counts as ready.
+    fn servers(&mut self, pids: &[u32], ready: bool);
+    /// The service answers (first start, or the end of a restart).
+    fn ready(&mut self);
+}
+
+/// The supervised servers, and the channel everything reports to.
 #[derive(Debug)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     launch: Launch,
     events: Receiver<Event>,
     sender: Sender<Event>,
     /// Counts the servers started, so that late news of an old one is recognised.
     generation: u32,
-    /// The generation the notify socket reports for.
+    /// The generation the notify socket reports for: the newest server.
     current: Arc<AtomicU32>,
     cancel_probe: Arc<AtomicBool>,
-    reaper: Reaper,
+    reaper: reaper::Reaper,
 }
 
-/// Told what happens to the server, so the caller can record and report it.
-pub trait Observer {
-    /// The server process exists (its pid is known) but may still be building.
-    fn spawned(&mut self, pid: u32);
-    /// The server answers.
-    fn ready(&mut self, pid: u32);
-    /// With `--replicas`: the pids of the replicas now running (in replica order), and whether
-    /// the service counts as ready (not during a rolling restart).
-    fn replicas(&mut self, pids: &[u32], ready: bool) {
-        let _ = (pids, ready);
-    }
+/// How the main loop goes on after a restart.
+enum Restarted {
+    /// The replacements run; the service is ready when `ready` says so.
+    Running { ready: bool },
+    /// A stop was asked for during the restart: everything is stopped, nothing new runs.
+    Stopped(Stopped),
 }
 
 impl Supervisor {
@@ -148,7 +154,7 @@ impl Supervisor {
     ///
     /// # Errors
     /// When the handlers cannot be installed.
-    pub fn new(launch: Launch) -> Result<Self> {
+    pub(crate) fn new(launch: Launch) -> Result<Self> {
         let (sender, events) = std::sync::mpsc::channel();
         let signal_sender = sender.clone();
         let mut handled = signals::STOP.to_vec();
@@ -167,92 +173,333 @@ impl Supervisor {
             generation: 0,
             current,
             cancel_probe: Arc::new(AtomicBool::new(false)),
-            reaper: Reaper::new()?,
+            reaper: reaper::Reaper::new()?,
         })
     }
 
-    /// Starts the server and supervises it until it exits or is stopped.
+    pub(crate) fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// Starts the servers and supervises them until the run ends: a stop request, a server
+    /// that exits before it is ready (or, alone, at all), or the ready timeout.
     ///
     /// # Errors
-    /// When `cargo` cannot be started.
-    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Ending> {
-        if self.launch.replicas > 1 {
-            return self.run_replicas(observer);
+    /// When `cargo` cannot be started or the event channel fails.
+    pub(crate) fn run(&mut self, observer: &mut dyn Observer) -> Result<Ending> {
+        let mut set = Replicas::new(self.launch.replicas.max(1));
+        for index in 0..set.len() {
+            self.start_replica(&mut set, index)?;
         }
-        let mut pid = self.spawn()?;
-        observer.spawned(pid);
+        self.probe_first(&set)?;
+        observer.servers(&set.pids(), false);
         let mut ready = false;
-        let mut ready_deadline = self
-            .launch
-            .ready_timeout
-            .map(|limit| (Instant::now() + limit, limit));
+        let mut ready_deadline = self.ready_deadline();
         loop {
-            let event = match ready_deadline {
-                Some((deadline, limit)) if !ready => {
-                    match self
-                        .events
-                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.stop(pid)?;
-                            return Ok(Ending::NotReady(limit));
-                        }
-                        Err(RecvTimeoutError::Disconnected) => {
-                            anyhow::bail!("the supervisor's event channel closed")
-                        }
-                    }
+            let wake = match ready_deadline {
+                Some((deadline, _)) if !ready => Some(
+                    set.next_restart()
+                        .map_or(deadline, |restart| restart.min(deadline)),
+                ),
+                _ => set.next_restart(),
+            };
+            let Some(event) = self.next_event(wake)? else {
+                if let Some((deadline, limit)) = ready_deadline
+                    && !ready
+                    && Instant::now() >= deadline
+                {
+                    self.stop_all(&mut set, false)?;
+                    return Ok(Ending::NotReady(limit));
                 }
-                _ => self
-                    .events
-                    .recv()
-                    .context("the supervisor's event channel closed")?,
+                self.restart_due(&mut set, observer, ready)?;
+                continue;
             };
             match event {
-                Event::Ready(generation) if generation == self.generation && !ready => {
+                Event::Ready(generation) if !ready && set.index_of(generation).is_some() => {
                     ready = true;
-                    observer.ready(pid);
+                    observer.servers(&set.pids(), true);
+                    observer.ready();
                 }
-                Event::Exited(generation, status) if generation == self.generation => {
-                    self.cancel_probe.store(true, Ordering::Relaxed);
-                    reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
-                    // Its escaped descendants are the supervisor's orphans by now.
-                    self.end_adopted();
-                    return Ok(Ending::Exited { status, ready });
+                Event::Exited(generation, status) => {
+                    let Some(index) = set.index_of(generation) else {
+                        continue;
+                    };
+                    if !ready || set.len() == 1 {
+                        // A build failure or a server that cannot start: ending the run says so,
+                        // where restarting would hide it. A single server's exit is the run's.
+                        self.cancel_probe.store(true, Ordering::Relaxed);
+                        set.exited(index);
+                        self.stop_all(&mut set, false)?;
+                        return Ok(Ending::Exited { status, ready });
+                    }
+                    set.crashed(index, status);
+                    observer.servers(&set.pids(), ready);
                 }
-                // Late news of an earlier generation.
-                Event::Ready(_) | Event::Exited(..) => {}
-                Event::Signal(signals::RESTART) => {
-                    output::status("Restarting", format!("server (pid {pid})"));
-                    self.stop(pid)?;
-                    pid = self.spawn()?;
-                    observer.spawned(pid);
-                    ready = false;
-                    ready_deadline = self
-                        .launch
-                        .ready_timeout
-                        .map(|limit| (Instant::now() + limit, limit));
-                }
+                Event::Ready(_) => {}
+                Event::Signal(signals::RESTART) => match self.restart(&mut set, observer)? {
+                    Restarted::Running { ready: now_ready } => {
+                        ready = now_ready;
+                        ready_deadline = self.ready_deadline();
+                    }
+                    Restarted::Stopped(stopped) => {
+                        return Ok(Ending::Stopped {
+                            killed: stopped.killed,
+                        });
+                    }
+                },
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));
-                    self.stop(pid)?;
-                    return Ok(Ending::Stopped);
+                    let stopped = self.stop_all(&mut set, true)?;
+                    return Ok(Ending::Stopped {
+                        killed: stopped.killed,
+                    });
                 }
             }
         }
     }
 
-    #[must_use]
-    pub fn launch(&self) -> &Launch {
-        &self.launch
+    fn ready_deadline(&self) -> Option<(Instant, Duration)> {
+        self.launch
+            .ready_timeout
+            .map(|limit| (Instant::now() + limit, limit))
     }
 
-    fn spawn(&mut self) -> Result<u32> {
+    /// The next event, or `None` once `wake` has passed.
+    fn next_event(&self, wake: Option<Instant>) -> Result<Option<Event>> {
+        match wake {
+            Some(at) => match self
+                .events
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+            {
+                Ok(event) => Ok(Some(event)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the supervisor's event channel closed")
+                }
+            },
+            None => self
+                .events
+                .recv()
+                .map(Some)
+                .context("the supervisor's event channel closed"),
+        }
+    }
+
+    /// One probe: an answer on the socket means the service is up, whichever replica gave it.
+    fn probe_first(&mut self, set: &Replicas) -> Result<()> {
+        match set.first() {
+            Some((generation, pid)) => self.start_probe(generation, pid),
+            None => Ok(()),
+        }
+    }
+
+    fn start_replica(&mut self, set: &mut Replicas, index: usize) -> Result<u32> {
         self.generation += 1;
+        // `READY=1` counts for the newest server: the replacement a restart waits for.
         self.current.store(self.generation, Ordering::Relaxed);
-        let pid = self.spawn_process(self.generation, None)?;
-        self.start_probe(self.generation, pid)?;
+        let replica = (set.len() > 1).then_some(index);
+        let pid = self.spawn_process(self.generation, replica)?;
+        set.started(index, self.generation, pid);
+        if set.len() > 1 {
+            output::verbose("Started", format!("replica {index} (pid {pid})"));
+        }
         Ok(pid)
+    }
+
+    /// Starts the replicas whose back-off is over.
+    fn restart_due(
+        &mut self,
+        set: &mut Replicas,
+        observer: &mut dyn Observer,
+        ready: bool,
+    ) -> Result<()> {
+        let due = set.due(Instant::now());
+        if due.is_empty() {
+            return Ok(());
+        }
+        for index in due {
+            let pid = self.start_replica(set, index)?;
+            output::status("Restarted", format!("replica {index} as pid {pid}"));
+        }
+        observer.servers(&set.pids(), ready);
+        Ok(())
+    }
+
+    /// Replaces the servers one at a time: stop one, start its replacement, and (with replicas)
+    /// let it settle before the next. A stop asked for meanwhile ends the run: everything is
+    /// stopped and nothing new is started.
+    fn restart(&mut self, set: &mut Replicas, observer: &mut dyn Observer) -> Result<Restarted> {
+        let several = set.len() > 1;
+        if several {
+            output::status(
+                "Restarting",
+                format!(
+                    "{} replicas one at a time (pids {})",
+                    set.len(),
+                    pid_list(&set.pids())
+                ),
+            );
+        }
+        observer.servers(&set.pids(), false);
+        for index in 0..set.len() {
+            if let Some((generation, pid)) = set.process(index) {
+                if !several {
+                    output::status("Restarting", format!("server (pid {pid})"));
+                }
+                let stopped = self.stop_one(set, index, generation, pid)?;
+                if stopped.asked {
+                    return Ok(Restarted::Stopped(self.stop_all(set, true)?));
+                }
+            }
+            let pid = self.start_replica(set, index)?;
+            observer.servers(&set.pids(), false);
+            if !several {
+                // A single server is ready when its own probe says so, in the main loop.
+                self.start_probe(self.generation, pid)?;
+                return Ok(Restarted::Running { ready: false });
+            }
+            output::status("Started", format!("replica {index} as pid {pid}"));
+            if self.settle(set, self.generation)? {
+                return Ok(Restarted::Stopped(self.stop_all(set, true)?));
+            }
+        }
+        // Crashes during the restart were scheduled; those already due start now.
+        self.restart_due(set, observer, true)?;
+        observer.servers(&set.pids(), true);
+        observer.ready();
+        Ok(Restarted::Running { ready: true })
+    }
+
+    /// Stops the server in one slot (a restart replaces it); other news is kept for later.
+    fn stop_one(
+        &mut self,
+        set: &mut Replicas,
+        index: usize,
+        generation: u32,
+        pid: u32,
+    ) -> Result<Stopped> {
+        self.cancel_probe.store(true, Ordering::Relaxed);
+        let alone = set.len() == 1;
+        // Alone, every orphan adopted so far is this server's.
+        let targets = Targets {
+            leaders: vec![pid],
+            escaped: self.reaper.escaped(&[pid], alone),
+        };
+        let name = if alone {
+            format!("server (pid {pid})")
+        } else {
+            format!("replica {index} (pid {pid})")
+        };
+        output::status(
+            "Stopping",
+            format!(
+                "{name}: sent SIGTERM to its process group{}",
+                targets.escaped.describe("it")
+            ),
+        );
+        let mut crashes = Vec::new();
+        let stopped = stop::stop(
+            &targets,
+            self.launch.shutdown_timeout,
+            false,
+            &mut EventWatch {
+                events: &self.events,
+                left: [generation].into(),
+                other: &mut |event| {
+                    if let Event::Exited(generation, status) = event {
+                        crashes.push((generation, status));
+                    }
+                },
+            },
+        )?;
+        set.exited(index);
+        for (generation, status) in crashes {
+            if let Some(other) = set.index_of(generation) {
+                set.crashed(other, status);
+            }
+        }
+        if alone {
+            self.end_adopted();
+        }
+        output::status("Stopped", format!("{name}{}", stopped.describe()));
+        Ok(stopped)
+    }
+
+    /// Waits until the replacement of `generation` says it is ready, at most a moment; true
+    /// when a stop was asked for meanwhile. Another replica's crash is scheduled for restart.
+    fn settle(&self, set: &mut Replicas, generation: u32) -> Result<bool> {
+        let settled = Instant::now() + replicas::SETTLE;
+        loop {
+            let Some(event) = self.next_event(Some(settled))? else {
+                return Ok(false);
+            };
+            match event {
+                Event::Ready(ready) if ready == generation => return Ok(false),
+                Event::Exited(other, status) => {
+                    if let Some(index) = set.index_of(other) {
+                        set.crashed(index, status);
+                    }
+                }
+                Event::Signal(signals::RESTART) | Event::Ready(_) => {}
+                Event::Signal(signal) => {
+                    output::verbose("Received", signals::name(signal));
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Stops every server: one grace period for all; `asked` when a stop request started it
+    /// (a second one then cuts the grace period short).
+    fn stop_all(&mut self, set: &mut Replicas, asked: bool) -> Result<Stopped> {
+        self.cancel_probe.store(true, Ordering::Relaxed);
+        let running = set.take_all();
+        let pids: Vec<u32> = running.iter().map(|&(_, pid)| pid).collect();
+        if running.is_empty() {
+            // Servers that exited may have left orphans all the same.
+            self.end_adopted();
+            return Ok(Stopped {
+                elapsed: Duration::ZERO,
+                killed: false,
+                asked: false,
+            });
+        }
+        // Every server stops, so every orphan adopted so far is one of theirs.
+        let targets = Targets {
+            leaders: pids.clone(),
+            escaped: self.reaper.escaped(&pids, true),
+        };
+        let name = match pids.as_slice() {
+            [pid] if set.len() == 1 => format!("server (pid {pid})"),
+            _ => format!("{} replicas (pids {})", pids.len(), pid_list(&pids)),
+        };
+        let groups = if pids.len() == 1 {
+            "its process group"
+        } else {
+            "their process groups"
+        };
+        output::status(
+            "Stopping",
+            format!(
+                "{name}: sent SIGTERM to {groups}{}",
+                targets
+                    .escaped
+                    .describe(if pids.len() == 1 { "it" } else { "them" })
+            ),
+        );
+        let stopped = stop::stop(
+            &targets,
+            self.launch.shutdown_timeout,
+            asked,
+            &mut EventWatch {
+                events: &self.events,
+                left: running.iter().map(|&(generation, _)| generation).collect(),
+                other: &mut |_| {},
+            },
+        )?;
+        self.end_adopted();
+        output::status("Stopped", format!("{name}{}", stopped.describe()));
+        Ok(stopped)
     }
 
     /// Starts `cargo run` for `generation` (with `PORTGUARD_REPLICA` for a replica) and a
@@ -296,7 +543,7 @@ impl Supervisor {
             }
         }
         // portguard's own plumbing stays out of the server's environment.
-        command.env_remove(crate::detach::REPORT_FD_VAR);
+        command.env_remove(report::REPORT_FD_VAR);
         match &self.launch.notify_socket {
             Some(path) => command.env("NOTIFY_SOCKET", path),
             None => command.env_remove("NOTIFY_SOCKET"),
@@ -347,82 +594,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// SIGTERM to the group and to what left it, the grace period, SIGKILL; returns once the
-    /// server is reaped and nothing of its group, or of what left it, is left. A second stop
-    /// request skips the rest of the grace period.
-    fn stop(&mut self, pid: u32) -> Result<()> {
-        let grace = self.launch.shutdown_timeout;
-        let started = Instant::now();
-        self.cancel_probe.store(true, Ordering::Relaxed);
-        // The only server is this one, so every orphan adopted so far is one of its own.
-        let escaped = self.reaper.escaped(&[pid], true);
-        output::status(
-            "Stopping",
-            format!(
-                "server (pid {pid}): sent SIGTERM to its process group{}",
-                escaped.describe("it")
-            ),
-        );
-        let _ = os::signal_group(pid, Sig::TERM);
-        escaped.signal(Sig::TERM);
-        let deadline = started + grace;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(Event::Exited(generation, _)) if generation == self.generation => break,
-                Ok(Event::Signal(_)) => {
-                    output::status(
-                        "Killing",
-                        format!("server (pid {pid}): asked twice, sent SIGKILL"),
-                    );
-                    let _ = os::signal_group(pid, Sig::KILL);
-                    escaped.signal(Sig::KILL);
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    output::warning(format!(
-                        "server (pid {pid}) did not stop within {:.1}s of SIGTERM; sent SIGKILL",
-                        grace.as_secs_f64()
-                    ));
-                    let _ = os::signal_group(pid, Sig::KILL);
-                    escaped.signal(Sig::KILL);
-                    self.wait_exit()?;
-                    break;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    anyhow::bail!("the supervisor's event channel closed")
-                }
-            }
-        }
-        reap_remains(
-            &[pid],
-            &escaped,
-            deadline.saturating_duration_since(Instant::now()),
-        );
-        self.end_adopted();
-        output::status(
-            "Stopped",
-            format!(
-                "server (pid {pid}) in {:.2}s",
-                started.elapsed().as_secs_f64()
-            ),
-        );
-        Ok(())
-    }
-
-    fn wait_exit(&self) -> Result<()> {
-        loop {
-            match self
-                .events
-                .recv()
-                .context("the supervisor's event channel closed")?
-            {
-                Event::Exited(generation, _) if generation == self.generation => return Ok(()),
-                _ => {}
-            }
-        }
-    }
-
     /// Once no server runs: ends whatever the servers left reparented to the supervisor, and
     /// says so, since it means a process escaped both its group and the stop's signals.
     fn end_adopted(&self) {
@@ -432,29 +603,10 @@ impl Supervisor {
                 "Killed",
                 format!(
                     "{} left behind outside the server's process group",
-                    reaper::processes(&ended)
+                    processes(&ended)
                 ),
             );
         }
-    }
-}
-
-/// What the servers `leaders` left in their groups (children that ignore SIGTERM), and the
-/// processes that left those groups, get what is left of the grace period, then SIGKILL.
-fn reap_remains(leaders: &[u32], escaped: &Escaped, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    let left = || leaders.iter().any(|&leader| os::group_exists(leader)) || escaped.any_alive();
-    while left() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if left() {
-        for &leader in leaders {
-            if os::group_exists(leader) {
-                let _ = os::signal_group(leader, Sig::KILL);
-            }
-        }
-        escaped.signal(Sig::KILL);
-        escaped.wait_gone();
     }
 }
 

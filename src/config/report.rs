@@ -14,9 +14,9 @@ use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Value, json};
 
 use super::{Config, Source, Sourced};
-use crate::cli::{CommonArgs, ConfigQueryArgs, RunArgs};
+use crate::cli::{CommonArgs, ConfigQueryArgs};
+use crate::context::Context;
 use crate::exit_codes;
-use crate::serve::{self, Vars};
 
 /// One key of the configuration, its value as JSON, and where the value came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,13 +197,25 @@ impl Serialize for Entry<'_> {
 /// # Errors
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
-pub fn config(common: &CommonArgs, args: &ConfigQueryArgs, vars: Vars<'_>) -> Result<i32> {
-    let run = RunArgs {
-        port: args.port,
-        env: args.env.clone(),
-        ..RunArgs::default()
-    };
-    let (_cargo, project, config) = serve::resolve_config(common, &run, vars)?;
+pub(crate) fn config(
+    context: &Context,
+    common: &CommonArgs,
+    args: &ConfigQueryArgs,
+) -> Result<i32> {
+    let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+    let crate::config::Loaded {
+        project, config, ..
+    } = crate::config::load(
+        &context.vars(),
+        common.manifest_path.as_deref(),
+        common.package.as_deref(),
+        crate::config::Flags {
+            env: args.env.as_deref(),
+            port: args.port,
+            bin: None,
+        },
+        cache.as_deref(),
+    )?;
     let (package, manifest) = (project.package.name.as_str(), project.manifest_path());
     let text = if args.json {
         let report = Report {

@@ -183,9 +183,18 @@ impl Reaper {
 
 /// Processes that left the servers' process groups, as found when a stop began.
 #[derive(Debug, Default)]
-pub(super) struct Escaped(Vec<Process>);
+pub(crate) struct Escaped(Vec<Process>);
 
 impl Escaped {
+    /// Processes found by other means (the holders of a handed-over socket after a crash).
+    pub(crate) fn new(processes: Vec<Process>) -> Self {
+        Escaped(processes)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(super) fn signal(&self, signal: Sig) {
         for process in &self.0 {
             process.signal(signal);
@@ -216,14 +225,14 @@ impl Escaped {
 }
 
 /// `1 process (pid N)` or `N processes (pids A, B)`, for messages.
-pub(super) fn processes(pids: &[u32]) -> String {
+pub(crate) fn processes(pids: &[u32]) -> String {
     match pids {
         [one] => format!("1 process (pid {one})"),
         all => format!("{} processes (pids {})", all.len(), pid_list(all)),
     }
 }
 
-pub(super) fn pid_list(pids: &[u32]) -> String {
+pub(crate) fn pid_list(pids: &[u32]) -> String {
     pids.iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()

@@ -173,7 +173,7 @@ fn start_and_kill_supervisor(project: &TestProject) -> (u32, u32) {
 }
 
 #[test]
-fn status_reports_a_dead_supervisor_as_stale_and_removes_its_files() {
+fn status_reports_a_dead_supervisor_as_stale_and_leaves_the_cleanup_to_stop() {
     let project = TestProject::fixture();
     project.set_metadata_on_free_port("");
     let (supervisor_pid, _) = start_and_kill_supervisor(&project);
@@ -189,25 +189,35 @@ fn status_reports_a_dead_supervisor_as_stale_and_removes_its_files() {
         sorted(&["instance", "state"]),
         "{json}"
     );
+    // status only reads: the files stay, and a second look says the same.
     assert!(
-        finished.stderr.contains(&supervisor_pid.to_string()),
+        project.json_file(FIXTURE_INSTANCE).exists(),
+        ".json removed"
+    );
+    assert!(project.pid_file(FIXTURE_INSTANCE).exists(), ".pid removed");
+    let (_, again, _) = status_json(&project, &[]);
+    assert_eq!(instances(&again)[0]["state"], "stale", "{again}");
+
+    // The cleanup belongs to `stop` (and the next start): it says which supervisor died.
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    assert!(
+        stop.stderr.contains(&supervisor_pid.to_string()),
         "says which supervisor died:\n{}",
-        finished.describe()
+        stop.describe()
     );
     assert!(!project.json_file(FIXTURE_INSTANCE).exists(), ".json left");
     assert!(!project.pid_file(FIXTURE_INSTANCE).exists(), ".pid left");
-
-    // Cleaned up once: the next look finds nothing.
     let (code, json, finished) = status_json(&project, &[]);
     assert_eq!(code, Some(NOT_RUNNING), "{}", finished.describe());
     assert_eq!(instances(&json).len(), 0, "{json}");
 }
 
 #[test]
-fn status_text_says_stale_once_then_not_running() {
+fn status_text_says_stale_until_the_next_start_cleans_up() {
     let project = TestProject::fixture();
     project.set_metadata_on_free_port("");
-    start_and_kill_supervisor(&project);
+    let (supervisor_pid, _) = start_and_kill_supervisor(&project);
 
     let first = project.run_portguard(&["status"]);
     assert_eq!(first.code(), Some(NOT_RUNNING), "{}", first.describe());
@@ -218,8 +228,24 @@ fn status_text_says_stale_once_then_not_running() {
     );
     assert!(first.stdout.contains("stale"), "{}", first.describe());
     assert!(!first.stdout.contains("RUNNING"), "{}", first.describe());
-    assert!(!project.json_file(FIXTURE_INSTANCE).exists());
-    assert!(!project.pid_file(FIXTURE_INSTANCE).exists());
+    assert!(
+        first.stdout.contains(&format!("pid {supervisor_pid}")),
+        "names the supervisor that died: {}",
+        first.describe()
+    );
+    assert!(project.json_file(FIXTURE_INSTANCE).exists());
+
+    // The next start cleans up what the crash left, and its stop leaves nothing.
+    let server = project.serve(&[]);
+    let _ready = ready(&project, &server);
+    assert!(
+        server.stderr().contains("was not shut down cleanly"),
+        "{}",
+        server.stderr()
+    );
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    drop(server);
 
     let second = project.run_portguard(&["status"]);
     assert_eq!(second.code(), Some(NOT_RUNNING), "{}", second.describe());

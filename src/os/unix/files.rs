@@ -216,6 +216,14 @@ pub fn read_private_file(path: &Path, limit: u64) -> Result<Vec<u8>, PrivateFile
     Ok(contents)
 }
 
+/// Opens the file at `path` for reading in pieces (a log, whose size is not capped), if it is a
+/// regular file of this effective user that nobody else may write.
+pub fn open_private_read(path: &Path) -> Result<File, PrivateFileError> {
+    let file = open_checked(path, OFlags::RDONLY, Mode::empty())?;
+    check_private_file(path, &file)?;
+    Ok(file)
+}
+
 /// Opens (creating it with `mode` if missing) the file at `path` for appending, as a log, if it
 /// is a regular file of this effective user that nobody else may write.
 pub fn open_private_append(path: &Path, mode: u32) -> Result<File, PrivateFileError> {
@@ -624,6 +632,7 @@ mod tests {
         }
     }
 
+    #[test]
     fn a_fifo_without_a_writer_opens_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("p");
@@ -633,9 +642,6 @@ mod tests {
             .unwrap();
         assert!(made.success());
         let file = open_without_waiting(&fifo).unwrap();
-        assert_eq!(
-            file_kind(file.metadata().unwrap().file_type()),
-            "a FIFO"
-        );
+        assert_eq!(file_kind(file.metadata().unwrap().file_type()), "a FIFO");
     }
 }

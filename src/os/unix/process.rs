@@ -9,6 +9,20 @@ use rustix::process::{Pid, Signal};
 
 pub use rustix::process::Signal as Sig;
 
+/// When a process started, as the OS tells it: compared for equality only, to prove that a pid
+/// still names the process it named when it was recorded (a reused pid starts later).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StartTime(String);
+
+impl StartTime {
+    /// A start time no process has, for tests of the proofs.
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        StartTime("not a start time".to_owned())
+    }
+}
+
 /// The file descriptor the systemd socket-passing protocol puts the first socket at.
 pub const LISTEN_FD: RawFd = 3;
 
@@ -202,15 +216,15 @@ fn is_zombie(target: u32) -> bool {
 /// time. `None` when the process does not exist.
 #[cfg(target_os = "linux")]
 #[must_use]
-pub fn start_time(target: u32) -> Option<String> {
+pub fn start_time(target: u32) -> Option<StartTime> {
     // Field 22 of /proc/PID/stat, in clock ticks since boot; index 19 after the state field.
-    proc_stat_fields(target).and_then(|fields| fields.get(19).cloned())
+    proc_stat_fields(target).and_then(|fields| fields.get(19).cloned().map(StartTime))
 }
 
 #[cfg(not(target_os = "linux"))]
 #[must_use]
-pub fn start_time(target: u32) -> Option<String> {
-    ps_field(target, "lstart=")
+pub fn start_time(target: u32) -> Option<StartTime> {
+    ps_field(target, "lstart=").map(StartTime)
 }
 
 /// The fields of /proc/PID/stat after the command name, which may itself hold spaces and
@@ -257,17 +271,11 @@ pub fn detach_child(command: &mut Command, keep: RawFd) {
     }
 }
 
-/// Points this process's stdout and stderr at `file`, for a detached supervisor and the
-/// server it starts.
-pub fn redirect_output(file: &std::fs::File) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: dup2 onto the standard descriptors, which this process owns.
-    unsafe {
-        for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-            if libc::dup2(file.as_raw_fd(), target) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+/// Makes `target` (a standard descriptor of this process) a copy of `source`.
+pub fn redirect_fd(source: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 between descriptors this process owns.
+    if unsafe { libc::dup2(source, target) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -104,21 +104,6 @@ pub fn socket_holders(inode: u64, uid: u32) -> Vec<SocketHolder> {
     }
 }
 
-/// The inodes of the listening TCP sockets (IPv4 or IPv6) that `pid` has open; empty when that
-/// cannot be read, and on systems without `/proc`.
-#[must_use]
-pub fn listening_inodes_of(pid: u32) -> Vec<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        procfs::listening_inodes_of(pid)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        Vec::new()
-    }
-}
-
 /// How long one holder lookup may take before it gives up: the answer only decorates a message,
 /// it must not hold up starting the server.
 const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
@@ -246,32 +231,6 @@ mod procfs {
         }
         found.sort_by_key(|holder| holder.pid);
         found
-    }
-
-    pub(super) fn listening_inodes_of(pid: u32) -> Vec<u64> {
-        let open = socket_inodes(Path::new(&format!("/proc/{pid}")));
-        if open.is_empty() {
-            return Vec::new();
-        }
-        let mut listening = Vec::new();
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            if let Ok(text) = fs::read_to_string(table) {
-                for line in text.lines().skip(1) {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    if fields.get(3) != Some(&LISTEN_STATE) {
-                        continue;
-                    }
-                    if let Some(inode) = fields.get(9).and_then(|inode| inode.parse::<u64>().ok())
-                        && open.contains(&inode)
-                        && !listening.contains(&inode)
-                    {
-                        listening.push(inode);
-                    }
-                }
-            }
-        }
-        listening.sort_unstable();
-        listening
     }
 
     /// The inodes of the sockets in a `/proc/PID` folder's descriptor table.
@@ -624,26 +583,6 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
-    #[test]
-    fn the_listening_sockets_of_a_process_are_listed() {
-        use std::os::fd::AsFd as _;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let v6 = TcpListener::bind("[::1]:0").ok();
-        let inode = socket_inode(listener.as_fd()).expect("inode");
-        // A connected socket is not a listening one.
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let client_inode = socket_inode(client.as_fd()).expect("inode");
-        let listening = listening_inodes_of(std::process::id());
-        assert!(listening.contains(&inode), "{listening:?}");
-        assert!(!listening.contains(&client_inode), "{listening:?}");
-        if let Some(v6) = &v6 {
-            let v6_inode = socket_inode(v6.as_fd()).expect("inode");
-            assert!(listening.contains(&v6_inode), "{listening:?}");
-        }
-        assert!(listening_inodes_of(u32::MAX).is_empty());
-    }
-
     #[cfg(target_os = "linux")]
     #[test]
     fn proc_net_tables_are_parsed() {

@@ -9,7 +9,7 @@ use std::io;
 
 use rustix::process::{Signal, WaitOptions};
 
-use super::process::{is_alive, pid, signal_process, start_time};
+use super::process::{StartTime, is_alive, pid, process_group, signal_process, start_time};
 
 /// Makes this process the one that its orphaned descendants are reparented to (rather than
 /// init), so that they stay its children: within reach of a stop, and its to reap.
@@ -39,10 +39,21 @@ pub struct Process {
     pub pid: u32,
     /// Its process group when the tree was read.
     pub group: Option<u32>,
-    start: Option<String>,
+    start: Option<StartTime>,
 }
 
 impl Process {
+    /// `target` as it is now, for a process found by other means than the tree (a holder of a
+    /// socket): later signals reach it only while the pid still names it.
+    #[must_use]
+    pub fn of(target: u32) -> Self {
+        Process {
+            pid: target,
+            group: process_group(target),
+            start: start_time(target),
+        }
+    }
+
     /// Whether the pid still names this process (a zombie does not count).
     #[must_use]
     pub fn is_alive(&self) -> bool {
@@ -255,7 +266,7 @@ mod tests {
             .expect("start sleep");
         let real = ProcessTree::default().process(child.id());
         let impostor = Process {
-            start: Some("not a start time".to_owned()),
+            start: Some(StartTime::never()),
             ..real.clone()
         };
         assert!(!impostor.is_alive());

@@ -1,4 +1,6 @@
-//! `cargo serve-safe`: lock the instance, choose the port, run the server, stop it cleanly.
+//! `cargo serve-safe` (and `cargo portguard run`): lock the instance, choose the port, run the
+//! server under supervision, stop it cleanly. `--detach` runs the same in the background (see
+//! [`detach`]).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,38 +10,52 @@ use anyhow::Result;
 
 use crate::cli::{CommonArgs, RunArgs};
 use crate::config::{self, Config, Handoff};
+use crate::context::Context;
 use crate::exit_codes::{self, BadInput, Exit};
 use crate::health::{self, ReadyCheck};
-use crate::lock::{self, Acquired, InstanceLock, Record, StateDir};
+use crate::instance::{
+    self, Acquired, Ended, InstanceFiles, InstanceLock, InstanceName, Record, StateDir,
+};
 use crate::os;
+use crate::output;
 use crate::port;
-use crate::project::{self, Project, Target};
+use crate::project::{Project, Target};
 use crate::reserve::Reservations;
+use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
-use crate::{detach, output, stop};
 
-/// Reads a variable of the process environment; injectable for tests.
-pub type Vars<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+mod detach;
 
 /// Everything `serve-safe` learns from its input before it touches anything: a mistake found
 /// here exits with 2 and has started nothing.
 #[derive(Debug)]
-pub struct Plan {
-    pub cargo: PathBuf,
-    pub project: Project,
-    pub config: Config,
-    pub target: Target,
-    pub instance: String,
-    pub state: StateDir,
+struct Plan {
+    cargo: PathBuf,
+    project: Project,
+    config: Config,
+    target: Target,
+    instance: InstanceName,
+    state: StateDir,
 }
 
 impl Plan {
-    /// Reads the project, the configuration and the target; prints configuration warnings.
-    ///
-    /// # Errors
-    /// Bad input of any kind, and a cargo that cannot read the project.
-    pub fn new(common: &CommonArgs, args: &RunArgs, vars: Vars<'_>) -> Result<Self> {
-        let (cargo, project, config) = resolve_config(common, args, vars)?;
+    fn new(context: &Context, common: &CommonArgs, args: &RunArgs) -> Result<Self> {
+        let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+        let config::Loaded {
+            cargo,
+            project,
+            config,
+        } = config::load(
+            &context.vars(),
+            common.manifest_path.as_deref(),
+            common.package.as_deref(),
+            config::Flags {
+                env: args.env.as_deref(),
+                port: args.port,
+                bin: args.bin.as_deref(),
+            },
+            cache.as_deref(),
+        )?;
         if args.replicas.is_some_and(|count| count > 1) && config.handoff.value != Handoff::Socket {
             return Err(BadInput(format!(
                 "`--replicas {}` needs socket handoff: in env handoff each server binds `PORT` \
@@ -49,14 +65,10 @@ impl Plan {
             .into());
         }
         let target = project.target(args.example.as_deref(), config.bin.value.as_deref())?;
-        let instance = args
-            .instance
-            .clone()
-            .unwrap_or_else(|| target.name().to_owned());
-        lock::validate_instance(&instance)?;
+        let instance = InstanceName::new(args.instance.as_deref().unwrap_or(target.name()))?;
         let state = StateDir::locate(
             &project.workspace_root,
-            vars("PORTGUARD_STATE_DIR").map(PathBuf::from),
+            context.path_var("PORTGUARD_STATE_DIR"),
         );
         Ok(Plan {
             cargo,
@@ -69,48 +81,13 @@ impl Plan {
     }
 }
 
-/// The cargo to use, the project, and its configuration (`--port`, `--env` and `--bin` of `args`
-/// applied); prints configuration warnings. The first half of [`Plan::new`], shared with
-/// `cargo portguard ports` and `config`, which need no target.
-///
-/// # Errors
-/// Bad input of any kind, and a cargo that cannot read the project.
-pub fn resolve_config(
-    common: &CommonArgs,
-    args: &RunArgs,
-    vars: Vars<'_>,
-) -> Result<(PathBuf, Project, Config)> {
-    // Without a private folder there is no cache, and cargo is asked each time.
-    let cache = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from)).ok();
-    let (cargo, project) = project::from_options(
-        common.manifest_path.as_deref(),
-        common.package.as_deref(),
-        vars,
-        cache.as_deref(),
-    )?;
-    let dotenv = project.package_root().join(".env");
-    let (config, warnings) = config::resolve(&config::Inputs {
-        workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),
-        package_metadata: Some((&project.package.metadata, project.manifest_path())),
-        dotenv: Some(&dotenv),
-        vars,
-        env_flag: args.env.as_deref(),
-        port_flag: args.port,
-        bin_flag: args.bin.as_deref(),
-    })?;
-    for warning in warnings {
-        output::warning(warning);
-    }
-    Ok((cargo, project, config))
-}
-
 /// Runs `cargo serve-safe` to the end and returns its exit code.
 ///
 /// # Errors
 /// Bad input (exit 2), another running instance (exit 1), and failures to start.
-pub fn serve(common: &CommonArgs, run: &RunArgs, vars: Vars<'_>) -> Result<i32> {
-    let reporter = detach::Reporter::from_env(vars);
-    let result = Plan::new(common, run, vars).and_then(|plan| {
+pub(crate) fn serve(context: &Context, common: &CommonArgs, run: &RunArgs) -> Result<i32> {
+    let reporter = Reporter::from_context(context);
+    let result = Plan::new(context, common, run).and_then(|plan| {
         plan.state.create()?;
         let files = plan.state.instance(&plan.instance);
         // In the foreground, where its lines are seen; the detached copy finds nothing to stop.
@@ -118,9 +95,9 @@ pub fn serve(common: &CommonArgs, run: &RunArgs, vars: Vars<'_>) -> Result<i32> 
             force_stop(&files)?;
         }
         if run.detach && reporter.is_none() {
-            return detach::start(&files, run.json);
+            return detach::start(context, &files, run.json);
         }
-        serve_planned(&plan, common, run, vars, reporter.as_ref())
+        serve_planned(&plan, context, common, run, reporter.as_ref())
     });
     if let (Some(reporter), Err(error)) = (&reporter, &result) {
         reporter.fail(exit_codes::for_error(error), &format!("{error:#}"), None);
@@ -129,8 +106,8 @@ pub fn serve(common: &CommonArgs, run: &RunArgs, vars: Vars<'_>) -> Result<i32> 
 }
 
 /// `--force`: the running copy goes first, the way `cargo portguard stop` ends it.
-fn force_stop(files: &lock::InstanceFiles) -> Result<()> {
-    if lock::is_held(files)? {
+fn force_stop(files: &InstanceFiles) -> Result<()> {
+    if files.is_running()? {
         output::status(
             "Forcing",
             format!(
@@ -138,30 +115,31 @@ fn force_stop(files: &lock::InstanceFiles) -> Result<()> {
                 files.name
             ),
         );
-        stop::stop_instance(files, None)?;
+        instance::operate::stop(files, None)?;
     }
     Ok(())
 }
 
 fn serve_planned(
     plan: &Plan,
+    context: &Context,
     common: &CommonArgs,
     run: &RunArgs,
-    vars: Vars<'_>,
-    reporter: Option<&detach::Reporter>,
+    reporter: Option<&Reporter>,
 ) -> Result<i32> {
     let (config, instance, state) = (&plan.config, &plan.instance, &plan.state);
     let files = state.instance(instance);
-    let (lock, left_behind) = match lock::acquire(&files)? {
+    let (lock, left_behind) = match instance::acquire(&files)? {
         Acquired::Running(holder) => return Err(already_running(instance, holder.as_ref()).into()),
         Acquired::Ours(lock, left_behind) => (lock, left_behind),
     };
     // The log is this run's from here on: what it says about the last run belongs in it.
-    if let Some(reporter) = reporter {
-        reporter.redirect_to_log(&files)?;
-    }
+    let capture = match reporter {
+        Some(_) => Some(files.capture_log()?),
+        None => None,
+    };
     if let Some(stale) = left_behind {
-        stop::end_orphan(instance, &stale);
+        instance::clean_up(&lock, &stale);
     }
     output::verbose(
         "Locked",
@@ -169,7 +147,7 @@ fn serve_planned(
     );
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
-    let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
+    let runtime = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR"))?;
     let owner = format!("`{instance}` in {}", plan.project.workspace_root.display());
     let reservations = Reservations::new(runtime.clone(), owner);
     let selection = port::select(
@@ -191,6 +169,10 @@ fn serve_planned(
     })?;
     // Held until the instance ends, so no other start takes the port meanwhile.
     let _reservation = selection.reservation;
+    let socket_inode = selection
+        .listener
+        .as_ref()
+        .and_then(|listener| os::socket_inode(std::os::fd::AsFd::as_fd(listener)).ok());
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
     launch.notify_socket = notify_folder(&runtime)
         .map(|folder| folder.join(format!("notify-{}.sock", std::process::id())));
@@ -205,32 +187,78 @@ fn serve_planned(
             "`{}` on port {} ({} handoff, instance `{instance}`{replicas})",
             launch.display(),
             selection.port,
-            handoff_name(socket_handoff)
+            config.handoff.value
         ),
     );
     let mut supervisor = Supervisor::new(launch)?;
+    let mut record = new_record(plan, selection.port);
+    record.socket_inode = socket_inode;
     let mut recorder = Recorder {
         lock: &lock,
-        record: new_record(plan, selection.port),
+        record,
+        several: supervisor.launch().replicas > 1,
         skipped: selection.skipped,
         dynamic_port: selection.dynamic,
         reporter,
     };
     let ending = supervisor.run(&mut recorder)?;
-    let code = ending.exit_code();
     let failure = describe_ending(&ending, recorder.record.pid, &supervisor.launch().display());
-    if let Some(message) = &failure {
+    drop(supervisor);
+    Ok(end_run(
+        plan,
+        &ending,
+        failure.as_deref(),
+        lock,
+        capture,
+        reporter,
+    ))
+}
+
+/// Says how the run ended, leaves word of it for `stop`, lets go of the lock, and only then
+/// tells a waiting `--detach` of a failure: a start it makes next must not find this run still
+/// holding the lock.
+fn end_run(
+    plan: &Plan,
+    ending: &Ending,
+    failure: Option<&str>,
+    lock: InstanceLock,
+    capture: Option<instance::Capture>,
+    reporter: Option<&Reporter>,
+) -> i32 {
+    let code = ending.exit_code();
+    if let Some(message) = failure {
         output::error(message);
     }
-    if let Some(reporter) = reporter {
-        // A no-op once readiness was reported.
-        let message = failure
-            .as_deref()
-            .unwrap_or("the server stopped before it was ready");
-        reporter.fail(code, message, Some(&files));
+    let ended = Ended {
+        supervisor_pid: std::process::id(),
+        at: SystemTime::now(),
+        exit_code: code,
+        killed: matches!(ending, Ending::Stopped { killed: true }),
+        package: Some(plan.project.package.name.to_string()),
+    };
+    if let Err(error) = lock.write_ended(&ended) {
+        output::warning(format!("could not record how the run ended: {error:#}"));
     }
+    let files = lock.files().clone();
     drop(lock);
-    Ok(code)
+    drop(capture);
+    if let Some(reporter) = reporter
+        && !reporter.has_reported()
+    {
+        // Stopped before it was ready is a failed start all the same: nothing serves.
+        let (code, message) = match failure {
+            Some(message) => (code, message),
+            None => (
+                exit_codes::FAILURE,
+                "the server was stopped before it was ready",
+            ),
+        };
+        let tail = files
+            .log_tail()
+            .map(|tail| format!("note: the end of `{}`:\n{tail}", files.log.display()));
+        reporter.fail(code, message, tail.as_deref());
+    }
+    code
 }
 
 /// The error a run that never got ready ends with; a warning for a server that exited later.
@@ -257,7 +285,7 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             "the server was not ready within {}s (`ready-timeout-ms`); stopped it",
             limit.as_secs()
         )),
-        Ending::Stopped => None,
+        Ending::Stopped { .. } => None,
     }
 }
 
@@ -301,10 +329,6 @@ fn sweep_notify_sockets(folder: &std::path::Path) {
     }
 }
 
-fn handoff_name(socket_handoff: bool) -> &'static str {
-    if socket_handoff { "socket" } else { "env" }
-}
-
 fn new_record(plan: &Plan, port: u16) -> Record {
     let Plan {
         project,
@@ -313,17 +337,15 @@ fn new_record(plan: &Plan, port: u16) -> Record {
         instance,
         ..
     } = plan;
-    let millis =
-        |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     Record {
-        instance: instance.to_owned(),
+        instance: instance.clone(),
         pid: 0,
         supervisor_pid: std::process::id(),
         port,
-        host: config.host.value.to_string(),
+        host: config.host.value,
         url: url(config, port),
-        handoff: handoff_name(config.handoff.value == Handoff::Socket).to_owned(),
-        started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        handoff: config.handoff.value,
+        started_at: SystemTime::now(),
         package: project.package.name.to_string(),
         bin: target.name().to_owned(),
         manifest_path: project.manifest_path().to_owned(),
@@ -332,22 +354,25 @@ fn new_record(plan: &Plan, port: u16) -> Record {
         supervisor_start_time: os::start_time(std::process::id()),
         ready: false,
         health_path: config.health_path.value.clone(),
-        check_timeout_ms: millis(config.check_timeout.value),
-        shutdown_timeout_ms: millis(config.shutdown_timeout.value),
+        check_timeout: config.check_timeout.value,
+        shutdown_timeout: config.shutdown_timeout.value,
         environment: config.env_name.as_ref().map(|name| name.value.clone()),
         replicas: Vec::new(),
+        socket_inode: None,
     }
 }
 
-/// Writes the record once the pid is known and again once the server answers, and says where
-/// the server runs.
+/// Writes the record whenever the servers change and once they answer, and says where the
+/// server runs.
 struct Recorder<'a> {
     lock: &'a InstanceLock,
     record: Record,
+    /// `--replicas N` with N > 1: the record lists every replica.
+    several: bool,
     /// The candidates passed over, described once the server answers.
     skipped: Vec<port::Skipped>,
     dynamic_port: bool,
-    reporter: Option<&'a detach::Reporter>,
+    reporter: Option<&'a Reporter>,
 }
 
 impl Recorder<'_> {
@@ -356,25 +381,27 @@ impl Recorder<'_> {
             output::warning(format!("could not record the running instance: {error:#}"));
         }
     }
+
+    fn selection_note(&mut self) -> String {
+        port::fill_holders(&mut self.skipped);
+        skipped_note(&self.skipped, self.dynamic_port)
+    }
 }
 
 impl Observer for Recorder<'_> {
-    fn spawned(&mut self, pid: u32) {
-        self.record.pid = pid;
-        self.record.pid_start_time = os::start_time(pid);
-        self.record.ready = false;
-        self.write();
-    }
-
-    fn replicas(&mut self, pids: &[u32], ready: bool) {
+    fn servers(&mut self, pids: &[u32], ready: bool) {
         self.record.pid = pids.first().copied().unwrap_or_default();
         self.record.pid_start_time = os::start_time(self.record.pid);
-        self.record.replicas = pids.to_vec();
+        self.record.replicas = if self.several {
+            pids.to_vec()
+        } else {
+            Vec::new()
+        };
         self.record.ready = ready;
         self.write();
     }
 
-    fn ready(&mut self, _pid: u32) {
+    fn ready(&mut self) {
         self.record.ready = true;
         self.write();
         // Tell a waiting `--detach` first: looking up who holds busy ports takes a while.
@@ -383,13 +410,6 @@ impl Observer for Recorder<'_> {
         }
         let note = self.selection_note();
         output::status("Running", format!("on {}{note}", self.record.url));
-    }
-}
-
-impl Recorder<'_> {
-    fn selection_note(&mut self) -> String {
-        port::fill_holders(&mut self.skipped);
-        skipped_note(&self.skipped, self.dynamic_port)
     }
 }
 
@@ -457,13 +477,13 @@ fn launch(
         ("PORT".to_owned(), port.to_string()),
         ("PORTGUARD_HOST".to_owned(), host.to_string()),
         ("PORTGUARD_URL".to_owned(), url(config, port)),
-        ("PORTGUARD_INSTANCE".to_owned(), instance.to_owned()),
+        ("PORTGUARD_INSTANCE".to_owned(), instance.to_string()),
     ];
     let socket_handoff = socket.is_some();
     if socket_handoff {
         env.extend([
             ("LISTEN_FDS".to_owned(), "1".to_owned()),
-            ("LISTEN_FDNAMES".to_owned(), instance.to_owned()),
+            ("LISTEN_FDNAMES".to_owned(), instance.to_string()),
             ("LISTEN_FDS_FIRST_FD".to_owned(), os::LISTEN_FD.to_string()),
         ]);
     }
@@ -486,12 +506,15 @@ fn launch(
     }
 }
 
-fn already_running(instance: &str, record: Option<&Record>) -> Exit {
+fn already_running(instance: &InstanceName, record: Option<&Record>) -> Exit {
     let message = match record {
         Some(record) => format!(
             "instance `{instance}` is already running (pid {}, port {}, started {})\n\
              note: open {} or run another copy with `--instance NAME`",
-            record.pid, record.port, record.started_at, record.url
+            record.pid,
+            record.port,
+            record.started_at_text(),
+            record.url
         ),
         None => format!("instance `{instance}` is already being started by another portguard"),
     };

@@ -1,0 +1,110 @@
+//! `cargo portguard status`: what runs, where, since when, and how healthy. It only reads: it
+//! takes no exclusive lock, signals nothing, builds nothing and runs no `cargo metadata`.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use crate::cli::{CommonArgs, StatusArgs};
+use crate::context::Context;
+use crate::exit_codes;
+use crate::instance::Scope;
+use crate::instance::summary::{State, Summary};
+use crate::output;
+
+/// `cargo portguard status`.
+///
+/// # Errors
+/// An invalid instance name (exit 2), a lock that cannot be tested.
+pub(crate) fn status(context: &Context, common: &CommonArgs, args: &StatusArgs) -> Result<i32> {
+    let scope = Scope::find(
+        context,
+        common.manifest_path.as_deref(),
+        common.package.as_deref(),
+    );
+    let mut summaries = Vec::new();
+    match &args.instance {
+        Some(name) => {
+            let summary = match scope.named(name)? {
+                Some(files) => files.summary(true)?,
+                None => Summary {
+                    instance: name.clone(),
+                    state: State::Stopped,
+                    running: None,
+                    dead_supervisor: None,
+                },
+            };
+            summaries.push(summary);
+        }
+        None => {
+            for selected in scope.instances() {
+                let summary = selected.files.summary(true)?;
+                // An old lock file alone is not state: list what runs and what a crash left.
+                if summary.state != State::Stopped {
+                    summaries.push(summary);
+                }
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "instances": summaries }))
+            .context("could not encode the status")?;
+        writeln!(stdout, "{text}").context("could not write to stdout")?;
+    } else if summaries.is_empty() {
+        writeln!(stdout, "no instance{} is running here", scope.describe())
+            .context("could not write to stdout")?;
+    } else {
+        for summary in &summaries {
+            write!(stdout, "{}", describe(summary)).context("could not write to stdout")?;
+        }
+    }
+    let any_running = summaries
+        .iter()
+        .any(|summary| summary.state == State::Running);
+    Ok(if any_running {
+        exit_codes::OK
+    } else {
+        exit_codes::NOT_RUNNING
+    })
+}
+
+/// The Node.js write-up's answer, a few lines an instance.
+fn describe(summary: &Summary) -> String {
+    let name = &summary.instance;
+    match (&summary.state, &summary.running) {
+        (State::Running, Some(run)) => format!(
+            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n",
+            run.pid,
+            run.supervisor_pid,
+            run.port,
+            run.handoff,
+            run.environment
+                .as_ref()
+                .map(|env| format!(", environment `{}`", output::inert(env)))
+                .unwrap_or_default(),
+            run.replicas
+                .as_ref()
+                .map(|pids| format!("  replicas: {}\n", crate::supervise::pid_list(pids)))
+                .unwrap_or_default(),
+            output::inert(&run.url),
+            humantime::format_duration(Duration::from_secs(run.uptime_secs)),
+            serde_json::to_value(run.health)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+        (State::Running, None) => format!("{name}: RUNNING (starting)\n"),
+        (State::Stale, _) => {
+            let who = summary.dead_supervisor.map_or_else(
+                || "its supervisor".to_owned(),
+                |pid| format!("its supervisor (pid {pid})"),
+            );
+            format!(
+                "{name}: not running, stale: {who} died without cleaning up; the next start or `cargo portguard stop` clears it\n"
+            )
+        }
+        (State::Stopped, _) => format!("{name}: not running\n"),
+    }
+}

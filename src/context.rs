@@ -1,0 +1,69 @@
+//! The environment a command runs in, read once in [`crate::app`]: the variables, the arguments
+//! as given, the current folder. Everything below `app` asks this context, never the process, so
+//! a command behaves the same when it is called in-process (as the tests and the `--detach`
+//! re-execution do) and nothing reads a variable behind the configuration's back.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    vars: HashMap<String, OsString>,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+}
+
+impl Context {
+    /// The process's own environment, with `args` as the command line (subcommand word
+    /// included, program name excluded).
+    pub(crate) fn from_process(args: Vec<OsString>) -> Self {
+        let vars = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+            .collect();
+        // A folder that was removed under us still has a meaning for messages.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        Context { vars, args, cwd }
+    }
+
+    pub(crate) fn var(&self, name: &str) -> Option<OsString> {
+        self.vars.get(name).cloned()
+    }
+
+    /// A variable that names a path; empty means unset, as for most Unix tools.
+    pub(crate) fn path_var(&self, name: &str) -> Option<PathBuf> {
+        self.vars
+            .get(name)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    }
+
+    /// The reader [`crate::config`] and [`crate::project`] take.
+    pub(crate) fn vars(&self) -> impl Fn(&str) -> Option<OsString> + '_ {
+        |name| self.var(name)
+    }
+
+    /// Every variable, for a process that must see the same environment (the detached
+    /// supervisor).
+    pub(crate) fn vars_os(&self) -> impl Iterator<Item = (&str, &OsString)> {
+        self.vars.iter().map(|(name, value)| (name.as_str(), value))
+    }
+
+    /// The arguments the command was parsed from.
+    pub(crate) fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    pub(crate) fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// `path` made absolute against the current folder.
+    pub(crate) fn absolute(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.cwd.join(path)
+        }
+    }
+}

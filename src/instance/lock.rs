@@ -1,0 +1,217 @@
+//! The instance lock: an exclusive `flock` on `<instance>.lock`, held by the supervisor for the
+//! whole run. Readers test it with a shared lock, which conflicts with the exclusive one only, so
+//! `status` never gets in a starter's way.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+
+use super::record::{self, Ended, Record};
+use super::{InstanceFiles, stale::Stale};
+use crate::os;
+
+/// Holding this means the instance is ours. Dropping it removes the `.pid` and `.json` files
+/// and releases the lock; the empty lock file stays, since removing it would let two starters
+/// lock two different files of the same name.
+#[derive(Debug)]
+pub(crate) struct InstanceLock {
+    files: InstanceFiles,
+    _file: File,
+}
+
+/// The answer of [`acquire`].
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    /// The lock is ours; `Stale` tells what a crashed run had left (not yet cleaned up).
+    Ours(InstanceLock, Option<Stale>),
+    /// Another supervisor holds it. Its record, when it has written one already.
+    Running(Option<Record>),
+}
+
+/// Whether a supervisor holds an instance's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockState {
+    Held,
+    Free,
+}
+
+/// Takes the instance lock without waiting.
+///
+/// # Errors
+/// When the lock file cannot be opened, is not this user's, or cannot be locked for another
+/// reason than contention.
+pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
+    let file = open_lock(&files.lock, true)?;
+    // A starting supervisor writes its record moments after taking the lock, and a passing
+    // status check holds a shared lock for an instant: retry briefly before answering.
+    for attempt in 0..50 {
+        // Fully qualified: std's own `File::try_lock` has the same name.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {
+                let stale = Stale::read(files);
+                return Ok(Acquired::Ours(
+                    InstanceLock {
+                        files: files.clone(),
+                        _file: file,
+                    },
+                    stale,
+                ));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                if let Ok(record) = files.read_record() {
+                    return Ok(Acquired::Running(Some(record)));
+                }
+                if attempt < 49 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Err(fs4::TryLockError::Error(error)) => {
+                return Err(error)
+                    .with_context(|| format!("could not lock `{}`", files.lock.display()));
+            }
+        }
+    }
+    Ok(Acquired::Running(None))
+}
+
+impl InstanceFiles {
+    /// Whether a supervisor holds the lock now, without ever blocking a starter for long.
+    ///
+    /// # Errors
+    /// When the lock file exists but cannot be opened or tested, or is not this user's: an
+    /// error is never read as "not running".
+    pub(crate) fn lock_state(&self) -> Result<LockState> {
+        let file = match open_lock(&self.lock, false) {
+            Ok(file) => file,
+            Err(error) if is_not_found(&error) => return Ok(LockState::Free),
+            Err(error) => return Err(error),
+        };
+        match fs4::FileExt::try_lock_shared(&file) {
+            Ok(()) => Ok(LockState::Free),
+            Err(fs4::TryLockError::WouldBlock) => Ok(LockState::Held),
+            Err(fs4::TryLockError::Error(error)) => Err(error)
+                .with_context(|| format!("could not test the lock `{}`", self.lock.display())),
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> Result<bool> {
+        Ok(self.lock_state()? == LockState::Held)
+    }
+
+    /// The processes that hold the lock, where the OS can tell (`None` where it cannot).
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or the OS's list of locks cannot be read.
+    pub(crate) fn lock_holders(&self) -> Result<Option<Vec<u32>>> {
+        let file = open_lock(&self.lock, false)?;
+        os::lock_holders(&file)
+            .with_context(|| format!("could not tell who holds `{}`", self.lock.display()))
+    }
+
+    /// Waits until no supervisor holds the lock, at most `timeout`; true when released.
+    ///
+    /// A blocking shared lock wakes the moment the supervisor's exclusive lock goes, so a stop
+    /// is noticed at once rather than at the next tick of a polling loop.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened, or the wait fails for another reason than time.
+    pub(crate) fn wait_released(&self, timeout: Duration) -> Result<bool> {
+        let file = match open_lock(&self.lock, false) {
+            Ok(file) => file,
+            Err(error) if is_not_found(&error) => return Ok(true),
+            Err(error) => return Err(error),
+        };
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("portguard-lock-wait".to_owned())
+            .spawn(move || {
+                let released = fs4::FileExt::lock_shared(&file);
+                // Our own shared lock must be gone before the caller acts on the answer (say,
+                // by taking the lock to clean up).
+                drop(file);
+                let _ = sender.send(released);
+            })
+            .context("could not start a thread to wait for the lock")?;
+        // The waiting thread dies with the process when the timeout wins.
+        match receiver.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(error)) => Err(error)
+                .with_context(|| format!("could not wait for the lock `{}`", self.lock.display())),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+impl InstanceLock {
+    pub(crate) fn files(&self) -> &InstanceFiles {
+        &self.files
+    }
+
+    /// Writes `<instance>.pid` and `<instance>.json`, each atomically.
+    ///
+    /// # Errors
+    /// When the state folder cannot be written.
+    pub(crate) fn write_record(&self, record: &Record) -> Result<()> {
+        let dir = self.files.dir();
+        record::write_atomically(dir, &self.files.json, &record::encode(record)?)?;
+        record::write_atomically(dir, &self.files.pid, format!("{}\n", record.pid).as_bytes())
+    }
+
+    /// Leaves word of how this run ended, for a `stop` that waits on the lock.
+    ///
+    /// # Errors
+    /// When the state folder cannot be written.
+    pub(crate) fn write_ended(&self, ended: &Ended) -> Result<()> {
+        record::write_atomically(self.files.dir(), &self.files.ended, &record::encode(ended)?)
+    }
+
+    /// Removes `<instance>.pid` and `<instance>.json`; links are removed, never followed.
+    pub(crate) fn clear(&self) {
+        for path in [&self.files.pid, &self.files.json] {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Opens the lock file without following a link or blocking, and refuses one that is not a
+/// regular file of this user's: a lock another account controls could keep an instance
+/// "running" forever, or make a planted record look like ours.
+fn open_lock(path: &Path, create: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("could not open `{}`", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("could not read `{}`", path.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(anyhow!(
+            "refusing the lock `{}`: it is not a private regular file of this user's (owner uid {}, mode {:o})",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(file)
+}
