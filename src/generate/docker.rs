@@ -1,12 +1,18 @@
 //! A multi-stage `Dockerfile` (built with the official Rust image, run on a slim Debian of the
 //! same release, so the C library matches) and a `.dockerignore` at the build context, the
 //! workspace root.
+//!
+//! What runs is written in exec form (JSON arrays, no shell, no variable substitution), so a
+//! value reaches the program as one argument whatever it holds; the file names `COPY` needs
+//! are refused unless Docker reads them literally; `ENV` and `EXPOSE` hold numbers only.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::escape::{self, exec_form};
 use super::{Deployment, Generated};
 use crate::cli::DeployTarget;
+use crate::exit_codes::BadInput;
 
 /// The Debian release both stages are based on.
 const DEBIAN: &str = "bookworm";
@@ -15,43 +21,55 @@ pub(super) fn render(
     deployment: &Deployment,
     package_root: &Path,
     context: &Path,
-) -> Vec<Generated> {
-    vec![
+) -> Result<Vec<Generated>, BadInput> {
+    Ok(vec![
         Generated {
             path: package_root.join("Dockerfile"),
             target: DeployTarget::Docker,
-            body: dockerfile(deployment),
+            body: dockerfile(deployment)?,
         },
         Generated {
             path: context.join(".dockerignore"),
             target: DeployTarget::Docker,
             body: dockerignore(),
         },
-    ]
+    ])
 }
 
-fn dockerfile(deployment: &Deployment) -> String {
+fn dockerfile(deployment: &Deployment) -> Result<String, BadInput> {
     let config = &deployment.config;
-    let bin = &deployment.bin;
+    let bin = deployment
+        .bin
+        .fit("a Dockerfile COPY", escape::copy_file_name)?;
     let port = config.preferred_port.value;
     let rust = deployment.rust_version.as_deref().unwrap_or("1");
-    let locked = if deployment.locked { " --locked" } else { "" };
-    let dockerfile = if deployment.package_dir.is_empty() {
+    let dockerfile = if deployment.package_dir.value.is_empty() {
         "Dockerfile".to_owned()
     } else {
-        format!("{}/Dockerfile", deployment.package_dir)
+        format!("{}/Dockerfile", deployment.package_dir.value)
     };
+    let dockerfile = super::Input::new(
+        dockerfile,
+        "Dockerfile path",
+        &deployment.package_dir.source,
+    );
+    let mut build = vec!["cargo", "build", "--release"];
+    if deployment.locked {
+        build.push("--locked");
+    }
+    build.extend(["--package", &deployment.package, "--bin", bin]);
     let mut text = format!(
         "# Build from the workspace root: docker build -f {dockerfile} -t {image} .\n\
          \n\
          FROM rust:{rust}-slim-{DEBIAN} AS build\n\
          WORKDIR /src\n\
          COPY . .\n\
-         RUN cargo build --release{locked} --package {package} --bin {bin}\n\
+         RUN {build}\n\
          \n\
          FROM debian:{DEBIAN}-slim\n",
-        image = deployment.image,
-        package = deployment.package,
+        dockerfile = dockerfile.fit("a comment", escape::shell_word)?,
+        image = deployment.image.fit("a comment", escape::shell_word)?,
+        build = exec_form(&build),
     );
     if config.health_path.value.is_some() {
         text.push_str(
@@ -73,20 +91,34 @@ fn dockerfile(deployment: &Deployment) -> String {
         stop = config.shutdown_timeout.value.as_millis(),
     );
     if let Some(path) = &config.health_path.value {
+        // Docker counts any exit status but 0 as unhealthy, so curl's own failure codes do;
+        // --globoff keeps curl from reading `{}` and `[]` in the path as URL patterns.
+        let url = format!("http://127.0.0.1:{port}{path}");
         let _ = write!(
             text,
             "HEALTHCHECK --interval=10s --timeout={timeout}ms --start-period={start}ms \\\n    \
-             CMD curl --fail --silent --show-error --output /dev/null http://127.0.0.1:{port}{path} || exit 1\n",
+             CMD {check}\n",
             timeout = config.check_timeout.value.as_millis(),
             start = config.ready_timeout.value.as_millis(),
+            check = exec_form(&[
+                "curl",
+                "--fail",
+                "--silent",
+                "--show-error",
+                "--globoff",
+                "--output",
+                "/dev/null",
+                &url,
+            ]),
         );
     }
     let _ = write!(
         text,
         "USER 65534:65534\n\
-         CMD [\"/usr/local/bin/{bin}\"]\n"
+         CMD {run}\n",
+        run = exec_form(&[&format!("/usr/local/bin/{bin}")]),
     );
-    text
+    Ok(text)
 }
 
 fn dockerignore() -> String {

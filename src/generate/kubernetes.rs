@@ -1,12 +1,13 @@
 //! A `Deployment` and a `Service`: the container gets `PORT`, is probed on `health-path` (or
 //! its port, without one), and has at least `shutdown-timeout-ms` between SIGTERM and SIGKILL.
 //!
-//! Written as text: every value is a name from a safe alphabet, a number, or a string quoted
-//! as JSON, which YAML reads as the same string.
+//! Written as text: every value is a number, a DNS label (plain unless YAML would take it for
+//! a boolean or null), or a double-quoted scalar with every character YAML would change escaped.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::escape::{yaml_name, yaml_quoted};
 use super::{Deployment, Generated, ceil_seconds};
 use crate::cli::DeployTarget;
 use crate::exit_codes::BadInput;
@@ -18,10 +19,6 @@ pub(super) fn render(deployment: &Deployment, dir: &Path) -> Result<Vec<Generate
         target: DeployTarget::Kubernetes,
         body: manifests(deployment, &name),
     }])
-}
-
-fn quoted(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
 }
 
 /// The instance as a Kubernetes object name (a DNS-1035 label, which also satisfies DNS-1123
@@ -39,7 +36,12 @@ pub(super) fn object_name(instance: &str) -> Result<String, BadInput> {
         })
         .collect();
     let name = name.trim_matches('-');
-    if name.starts_with(|c: char| c.is_ascii_lowercase()) && name.len() <= 63 {
+    if name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         Ok(name.to_owned())
     } else {
         Err(BadInput(format!(
@@ -75,10 +77,11 @@ fn manifests(deployment: &Deployment, name: &str) -> String {
     let probe = match &config.health_path.value {
         Some(path) => format!(
             "httpGet:\n              path: {}\n              port: http",
-            quoted(path)
+            yaml_quoted(path)
         ),
         None => "tcpSocket:\n              port: http".to_owned(),
     };
+    let name = &yaml_name(name);
     let mut text = String::from("---\n");
     let _ = write!(
         text,
@@ -139,11 +142,11 @@ spec:\n\
 \x20     port: {port}\n\
 \x20     targetPort: http\n\
 \x20     protocol: TCP\n",
-        version = quoted(&label_value(&deployment.version)),
+        version = yaml_quoted(&label_value(&deployment.version)),
         replicas = deployment.replicas,
         stop_ms = config.shutdown_timeout.value.as_millis(),
         grace = ceil_seconds(config.shutdown_timeout.value),
-        image = quoted(&deployment.image),
+        image = yaml_quoted(&deployment.image.value),
     );
     text
 }
@@ -157,7 +160,7 @@ mod tests {
         assert_eq!(object_name("hello-server").unwrap(), "hello-server");
         assert_eq!(object_name("My_Server.v2").unwrap(), "my-server-v2");
         assert_eq!(object_name("_api_").unwrap(), "api");
-        for refused in ["9lives", "-", &"a".repeat(64)] {
+        for refused in ["9lives", "-", &"a".repeat(64), "a b", "été"] {
             let error = object_name(refused).unwrap_err().to_string();
             assert!(error.contains(&format!("instance `{refused}`")), "{error}");
         }

@@ -1,27 +1,60 @@
 //! A `.socket` and a `.service` unit: systemd binds the port and passes the socket at fd 3 with
 //! `LISTEN_FDS`/`LISTEN_PID`, which is what `cargo serve-safe` does in socket handoff, so the
 //! glue takes it unchanged.
+//!
+//! `ExecStart=` is quoted as systemd splits command lines, and every text value has its `%`
+//! specifiers doubled; unit names are instance names, whose alphabet systemd takes as it is.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::{Deployment, Generated};
+use super::escape::{self, unit_text};
+use super::{Deployment, Generated, Input};
 use crate::cli::DeployTarget;
+use crate::exit_codes::BadInput;
 
-pub(super) fn render(deployment: &Deployment, dir: &Path) -> Vec<Generated> {
+pub(super) fn render(deployment: &Deployment, dir: &Path) -> Result<Vec<Generated>, BadInput> {
     let name = &deployment.instance;
-    vec![
+    Ok(vec![
         Generated {
             path: dir.join(format!("{name}.socket")),
             target: DeployTarget::Systemd,
-            body: socket(deployment),
+            body: socket(deployment)?,
         },
         Generated {
             path: dir.join(format!("{name}.service")),
             target: DeployTarget::Systemd,
-            body: service(deployment),
+            body: service(deployment)?,
         },
-    ]
+    ])
+}
+
+/// A text setting made of the instance and the package's name and version, which cargo and
+/// the instance rules keep free of what systemd would change; checked all the same.
+fn text(value: String) -> Result<String, BadInput> {
+    Input::new(
+        value,
+        "systemd setting",
+        "the instance, package and version",
+    )
+    .fit("a unit file", unit_text)
+}
+
+/// The executable: `--bin-dir` and the binary's name, each refused by its own name when the
+/// path cannot be written.
+fn exec_start(deployment: &Deployment) -> Result<String, BadInput> {
+    let place = "systemd's ExecStart=";
+    deployment.bin.fit(place, |bin| {
+        if bin.contains('/') || bin == "." || bin == ".." {
+            return Err("it is not a file name".to_owned());
+        }
+        // A name systemd cannot take is the name's fault whatever the folder.
+        escape::exec_path(&format!("/{bin}")).map(drop)
+    })?;
+    let bin = &deployment.bin.value;
+    deployment.bin_dir.fit(place, |dir| {
+        escape::exec_path(&format!("{}/{bin}", dir.trim_end_matches('/')))
+    })
 }
 
 /// `ListenStream=` as systemd writes an address: IPv6 in brackets.
@@ -33,11 +66,11 @@ pub fn listen_stream(host: IpAddr, port: u16) -> String {
     }
 }
 
-fn socket(deployment: &Deployment) -> String {
+fn socket(deployment: &Deployment) -> Result<String, BadInput> {
     let config = &deployment.config;
-    format!(
+    Ok(format!(
         "\n[Unit]\n\
-         Description={name} listening socket\n\
+         Description={description}\n\
          \n\
          [Socket]\n\
          # host and preferred-port; the server takes the socket at fd 3, as under portguard.\n\
@@ -48,12 +81,13 @@ fn socket(deployment: &Deployment) -> String {
          \n\
          [Install]\n\
          WantedBy=sockets.target\n",
-        name = deployment.instance,
+        description = text(format!("{} listening socket", deployment.instance))?,
+        name = text(deployment.instance.clone())?,
         listen = listen_stream(config.host.value, config.preferred_port.value),
-    )
+    ))
 }
 
-fn service(deployment: &Deployment) -> String {
+fn service(deployment: &Deployment) -> Result<String, BadInput> {
     let config = &deployment.config;
     let name = &deployment.instance;
     let (kind, kind_note) = if deployment.notifies {
@@ -67,9 +101,9 @@ fn service(deployment: &Deployment) -> String {
             "# The server sends no READY=1 (it does not call notify_ready()).",
         )
     };
-    format!(
+    Ok(format!(
         "\n[Unit]\n\
-         Description={name} ({package} {version})\n\
+         Description={description}\n\
          Requires={name}.socket\n\
          After=network.target {name}.socket\n\
          \n\
@@ -87,9 +121,11 @@ fn service(deployment: &Deployment) -> String {
          DynamicUser=yes\n\
          NoNewPrivileges=yes\n\
          # No [Install]: enable the socket, and the first connection starts the service.\n",
-        package = deployment.package,
-        version = deployment.version,
-        exec = deployment.bin_dir.join(&deployment.bin).display(),
+        description = text(format!(
+            "{name} ({} {})",
+            deployment.package, deployment.version
+        ))?,
+        exec = exec_start(deployment)?,
         stop = config.shutdown_timeout.value.as_millis(),
-    )
+    ))
 }

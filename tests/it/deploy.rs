@@ -93,25 +93,83 @@ fn generate(project: &TestProject, args: &[&str]) {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify() {
-    let Ok(analyze) = which::which("systemd-analyze") else {
-        tool_missing("systemd-analyze is not on PATH");
+    let Some(analyze) = systemd_analyze() else {
         return;
     };
     let project = hello_server();
     let bin_dir = tempfile::tempdir().expect("create a bin dir");
-    let stand_in = bin_dir.path().join("hello-server");
+    stand_in(bin_dir.path());
+    let verified = verify(&analyze, &project, bin_dir.path());
+    assert_eq!(verified.code(), Some(0), "{}", verified.describe());
+    assert!(verified.stderr.trim().is_empty(), "{}", verified.describe());
+}
+
+/// A folder whose name systemd would split at the space and expand at the `%`, unless
+/// `ExecStart` quotes and escapes it: verify finds the binary only at the path meant.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_bin_dir_with_a_space_and_a_percent_passes_systemd_analyze_verify() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let project = hello_server();
+    let root = tempfile::tempdir().expect("create a bin dir");
+    let bin_dir = root.path().join("my app 100%n");
+    fs::create_dir(&bin_dir).expect("create the folder with a space");
+
+    // Without the binary, verify says the ExecStart path is missing: it does look.
+    let missing = verify(&analyze, &project, &bin_dir);
+    assert_ne!(missing.code(), Some(0), "{}", missing.describe());
+    let path = bin_dir.join("hello-server");
+    assert!(
+        missing.stderr.contains(path.to_str().expect("UTF-8 path")),
+        "verify names the path ExecStart resolves to: {}",
+        missing.describe()
+    );
+
+    stand_in(&bin_dir);
+    let verified = verify(&analyze, &project, &bin_dir);
+    assert_eq!(verified.code(), Some(0), "{}", verified.describe());
+    assert!(verified.stderr.trim().is_empty(), "{}", verified.describe());
+    let text = project.read_file("deploy/systemd/hello-server.service");
+    let exec = unit_value(&unit_settings(&text), "Service", "ExecStart", &text).to_owned();
+    assert_eq!(
+        crate::generate::systemd_command_line(&exec),
+        [path.to_str().expect("UTF-8 path")],
+        "{text}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+fn systemd_analyze() -> Option<PathBuf> {
+    let found = which::which("systemd-analyze").ok();
+    if found.is_none() {
+        tool_missing("systemd-analyze is not on PATH");
+    }
+    found
+}
+
+/// An executable `hello-server` in `dir` that does nothing.
+#[cfg(target_os = "linux")]
+fn stand_in(dir: &Path) {
+    let stand_in = dir.join("hello-server");
     fs::write(&stand_in, "#!/bin/sh\nexit 0\n").expect("write the stand-in");
     fs::set_permissions(
         &stand_in,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("make the stand-in executable");
+}
+
+/// Generates the units with `--bin-dir bin_dir` and runs `systemd-analyze verify` on them.
+#[cfg(target_os = "linux")]
+fn verify(analyze: &Path, project: &TestProject, bin_dir: &Path) -> Finished {
     generate(
-        &project,
+        project,
         &[
             "systemd",
             "--bin-dir",
-            bin_dir.path().to_str().expect("UTF-8 path"),
+            bin_dir.to_str().expect("UTF-8 path"),
         ],
     );
     let units = project.root.join("deploy/systemd");
@@ -120,9 +178,7 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         .arg("verify")
         .arg(units.join("hello-server.socket"))
         .arg(units.join("hello-server.service"));
-    let verified = run_within(command, VALIDATE_TIMEOUT);
-    assert_eq!(verified.code(), Some(0), "{}", verified.describe());
-    assert!(verified.stderr.trim().is_empty(), "{}", verified.describe());
+    run_within(command, VALIDATE_TIMEOUT)
 }
 
 /// What the socket unit tells `systemd-socket-activate`: `ListenStream=` and

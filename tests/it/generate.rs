@@ -429,3 +429,430 @@ fn instance_names_become_kubernetes_names() {
         refused.describe()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Values that would change the meaning of a file: each one reads back as the one value it was,
+// through the reader of the format it lands in, or is refused (exit 2) by name.
+
+/// The words systemd makes of a command line (systemd.syntax, systemd.service "Command
+/// lines"): `%%` is `%` (any other specifier is an error here, as the files never mean one),
+/// whitespace separates words, a word may be wrapped whole in double or single quotes, and C
+/// escapes are read inside and outside quotes.
+pub(crate) fn systemd_command_line(line: &str) -> Vec<String> {
+    let mut expanded = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let next = chars.next();
+            assert_eq!(next, Some('%'), "a specifier in {line:?}");
+        }
+        expanded.push(c);
+    }
+    let escape = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| match chars.next() {
+        Some(c @ ('\\' | '"' | '\'')) => c,
+        Some('n') => '\n',
+        Some('t') => '\t',
+        Some('s') => ' ',
+        other => panic!("unknown escape \\{other:?} in {line:?}"),
+    };
+    let separator = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    let mut words = Vec::new();
+    let mut chars = expanded.chars().peekable();
+    loop {
+        while chars.next_if(|&c| separator(c)).is_some() {}
+        let Some(&first) = chars.peek() else {
+            return words;
+        };
+        let mut word = String::new();
+        if first == '"' || first == '\'' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => panic!("unterminated quote in {line:?}"),
+                    Some(c) if c == first => break,
+                    Some('\\') => word.push(escape(&mut chars)),
+                    Some(c) => word.push(c),
+                }
+            }
+            assert!(
+                chars.peek().is_none_or(|&c| separator(c)),
+                "text after a closing quote in {line:?}"
+            );
+        } else {
+            while let Some(c) = chars.next_if(|&c| !separator(c)) {
+                match c {
+                    '\\' => word.push(escape(&mut chars)),
+                    '"' | '\'' => panic!("a quote inside a word in {line:?}"),
+                    c => word.push(c),
+                }
+            }
+        }
+        words.push(word);
+    }
+}
+
+/// Panics unless every generated file is free of control characters (a line break is the
+/// only one, as the end of a line) and of the line separators YAML 1.1 counts as breaks.
+fn assert_printable(project: &TestProject, files: &[&str]) {
+    for file in files {
+        let text = project.read_file(file);
+        let bad = text.chars().find(|&c| {
+            (c.is_control() && c != '\n') || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+        });
+        assert_eq!(bad, None, "{file}:\n{text}");
+    }
+}
+
+/// The one exec-form array of a Dockerfile instruction's arguments, as Docker reads it (JSON);
+/// `after` is what comes before the array, such as `CMD`.
+fn exec_form(arguments: &str, after: &str) -> Vec<String> {
+    let json = arguments
+        .split_once(after)
+        .map_or(arguments, |(_, json)| json)
+        .trim();
+    serde_json::from_str(json).unwrap_or_else(|err| panic!("not exec form ({err}): {arguments}"))
+}
+
+fn yaml_documents(text: &str) -> Vec<yaml_serde::Value> {
+    use serde::Deserialize as _;
+    yaml_serde::Deserializer::from_str(text)
+        .map(|document| yaml_serde::Value::deserialize(document).expect("the manifest is YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// The Deployment's one container.
+fn container(kubernetes: &str) -> yaml_serde::Value {
+    let documents = yaml_documents(kubernetes);
+    assert_eq!(documents.len(), 2, "{kubernetes}");
+    documents[0]["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// A TOML basic string holding `text` exactly.
+fn toml_string(text: &str) -> String {
+    toml_edit::Value::from(text).to_string()
+}
+
+/// Gives the fixture one binary target, named `name`, built from its usual source.
+fn name_the_binary(project: &TestProject, name: &str) {
+    let manifest = project.read_file("Cargo.toml").replacen(
+        "\n[workspace]\n",
+        &format!(
+            "\n[[bin]]\nname = {}\npath = \"src/main.rs\"\n\n[workspace]\n",
+            toml_string(name)
+        ),
+        1,
+    );
+    project.write_file("Cargo.toml", manifest);
+}
+
+/// Asserts exit 2 with a message that has every one of `names`, and that nothing was written.
+fn refused(project: &TestProject, args: &[&str], names: &[&str]) {
+    let before = Tree::of(&project.root);
+    let finished = generate(project, args);
+    assert_eq!(
+        finished.code(),
+        Some(2),
+        "{args:?}: {}",
+        finished.describe()
+    );
+    for name in names {
+        assert!(
+            finished.stderr.contains(name),
+            "{args:?}: no {name:?} in the message: {}",
+            finished.describe()
+        );
+    }
+    assert!(
+        before.changes_to(&Tree::of(&project.root)).is_empty(),
+        "{args:?} wrote files"
+    );
+}
+
+#[test]
+fn a_health_path_with_shell_syntax_is_one_url_everywhere() {
+    for path in [
+        "/health;touch${IFS}/tmp/x;echo",
+        "/a\"b\\c'd",
+        "/$(id)`id`|x&&y",
+        "/100%25/%n/{a,b}/[1-2]",
+        "/été/😀?q=1#frag",
+    ] {
+        let project = TestProject::fixture();
+        let port = free_port();
+        project.set_metadata(&format!(
+            "preferred-port = {port}\nhealth-path = {}",
+            toml_string(path)
+        ));
+        generated(&project, &[]);
+        assert_printable(&project, &FILES);
+
+        let docker = dockerfile(&project.read_file("Dockerfile"));
+        for (name, _) in &docker {
+            assert!(
+                KNOWN_INSTRUCTIONS.contains(&name.as_str()),
+                "{path}: {docker:?}"
+            );
+        }
+        // The build and curl's install: nothing else runs at build time.
+        assert_eq!(instruction(&docker, "RUN").len(), 2, "{path}: {docker:?}");
+        let health = instruction(&docker, "HEALTHCHECK");
+        assert_eq!(health.len(), 1, "{path}: {docker:?}");
+        let check = exec_form(health[0], "CMD");
+        assert_eq!(check[0], "curl", "{path}");
+        assert!(check.contains(&"--globoff".to_owned()), "{check:?}");
+        assert_eq!(
+            check.last().map(String::as_str),
+            Some(format!("http://127.0.0.1:{port}{path}").as_str()),
+            "{path}"
+        );
+        assert_eq!(
+            exec_form(instruction(&docker, "CMD")[0], ""),
+            ["/usr/local/bin/fixture-server"]
+        );
+
+        let container = container(&project.read_file(FILES[4]));
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                container[probe]["httpGet"]["path"].as_str(),
+                Some(path),
+                "{path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_binary_name_with_a_quote_and_a_line_break_is_refused_by_name() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    let name = "x\"\nRUN touch /tmp/portguard-injected\n#";
+    name_the_binary(&project, name);
+    let shown = format!("{name:?}");
+    // As the default instance, then in each file that names the binary.
+    refused(&project, &[], &["binary name", &shown, "--instance"]);
+    refused(
+        &project,
+        &["docker", "--instance", "safe"],
+        &["binary name", &shown, "COPY"],
+    );
+    refused(
+        &project,
+        &["systemd", "--instance", "safe"],
+        &["binary name", &shown, "ExecStart"],
+    );
+    // Kubernetes runs the image, and names nothing after the binary.
+    generated(&project, &["kubernetes", "--instance", "safe"]);
+    assert_printable(&project, &["deploy/kubernetes/safe.yaml"]);
+}
+
+#[test]
+fn binary_names_docker_or_systemd_would_read_otherwise_are_refused() {
+    for (name, targets) in [
+        ("a$HOME", &["docker", "systemd"][..]),
+        ("a*", &["docker"][..]),
+        ("a b", &["docker"][..]),
+        ("a\\b", &["docker"][..]),
+    ] {
+        let project = TestProject::fixture();
+        project.set_metadata("preferred-port = 4711");
+        name_the_binary(&project, name);
+        for target in targets {
+            refused(
+                &project,
+                &[target, "--instance", "safe"],
+                &["binary name", &format!("{name:?}")],
+            );
+        }
+    }
+}
+
+#[test]
+fn a_binary_name_with_percent_and_unicode_reads_back_in_every_file() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    let name = "serveur-été%2";
+    name_the_binary(&project, name);
+    generated(&project, &["--instance", "serveur"]);
+    let files = [
+        "deploy/systemd/serveur.socket",
+        "deploy/systemd/serveur.service",
+        "Dockerfile",
+        ".dockerignore",
+        "deploy/kubernetes/serveur.yaml",
+    ];
+    assert_printable(&project, &files);
+    let service_text = project.read_file(files[1]);
+    let exec = unit_value(
+        &unit_settings(&service_text),
+        "Service",
+        "ExecStart",
+        &service_text,
+    )
+    .to_owned();
+    assert_eq!(
+        systemd_command_line(&exec),
+        [format!("/usr/local/bin/{name}")]
+    );
+    let docker = dockerfile(&project.read_file("Dockerfile"));
+    assert_eq!(
+        exec_form(instruction(&docker, "CMD")[0], ""),
+        [format!("/usr/local/bin/{name}")]
+    );
+    let build = exec_form(instruction(&docker, "RUN")[0], "");
+    assert_eq!(build.last(), Some(&name.to_owned()), "{build:?}");
+    assert_eq!(
+        instruction(&docker, "COPY")[1],
+        format!("--from=build /src/target/release/{name} /usr/local/bin/{name}")
+    );
+}
+
+#[test]
+fn a_bin_dir_with_a_space_is_one_word_and_the_header_quotes_it() {
+    for (dir, path) in [
+        ("/opt/my app", "/opt/my app/fixture-server"),
+        ("/opt/100%/bin", "/opt/100%/bin/fixture-server"),
+        ("/opt/a\"b\\c'd", "/opt/a\"b\\c'd/fixture-server"),
+        ("/opt//app/./bin/", "/opt/app/bin/fixture-server"),
+        ("/", "/fixture-server"),
+    ] {
+        let project = TestProject::fixture();
+        project.set_metadata("preferred-port = 4711");
+        generated(&project, &["systemd", "--bin-dir", dir]);
+        let text = project.read_file(FILES[1]);
+        assert_printable(&project, &FILES[..2]);
+        let exec = unit_value(&unit_settings(&text), "Service", "ExecStart", &text).to_owned();
+        assert_eq!(systemd_command_line(&exec), [path], "{dir}: {exec}");
+        let quoted = format!("'{}'", dir.replace('\'', r"'\''"));
+        let shown = if dir.contains([' ', '"', '\\', '\'']) {
+            quoted.as_str()
+        } else {
+            dir
+        };
+        assert!(
+            text.contains(&format!(
+                "`cargo portguard generate systemd --bin-dir {shown} --check`"
+            )),
+            "{dir}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_bin_dir_systemd_cannot_run_from_is_refused() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    for (dir, why) in [
+        ("bin", "relative"),
+        ("./bin", "relative"),
+        ("/opt/../bin", "`..`"),
+        ("/opt/$HOME", "`$`"),
+        ("/opt/a\nExecStartPre=/bin/true", "control character"),
+    ] {
+        refused(
+            &project,
+            &["systemd", "--bin-dir", dir],
+            &["--bin-dir", &format!("{dir:?}"), why],
+        );
+    }
+}
+
+#[test]
+fn a_line_break_in_a_flag_never_reaches_a_header() {
+    let project = TestProject::fixture();
+    project.set_metadata(
+        "preferred-port = 4711\n\n[package.metadata.portguard.env.\"prod\\nRUN x\"]\n\
+         preferred-port = 8080",
+    );
+    refused(
+        &project,
+        &["--image", "registry.example/app:1\nRUN touch /tmp/x"],
+        &["--image", r#""registry.example/app:1\nRUN touch /tmp/x""#],
+    );
+    refused(
+        &project,
+        &["kubernetes", "--bin-dir", "/opt/a\nb"],
+        &["--bin-dir", r#""/opt/a\nb""#],
+    );
+    refused(
+        &project,
+        &["systemd", "--env", "prod\nRUN x"],
+        &["--env", r#""prod\nRUN x""#, "control character"],
+    );
+    refused(&project, &["--instance", "a\nb"], &["instance"]);
+}
+
+#[test]
+fn images_are_references_and_read_back_from_the_manifest() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    for image in ["app:1$(id)", "app:1 --privileged", "app'1", "été:1", ""] {
+        refused(
+            &project,
+            &["--image", image],
+            &["--image", &format!("{image:?}"), "image reference"],
+        );
+    }
+    let image = "registry.example:5000/team/app@sha256:0123abcd";
+    generated(&project, &["--image", image]);
+    assert_eq!(
+        container(&project.read_file(FILES[4]))["image"].as_str(),
+        Some(image)
+    );
+    let text = project.read_file("Dockerfile");
+    assert!(
+        text.contains(&format!("docker build -f Dockerfile -t {image} .\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn env_table_names_are_shown_quoted_in_headers() {
+    let project = TestProject::fixture();
+    let env = "prod 'eu' \"100%\" $x";
+    project.set_metadata(&format!(
+        "preferred-port = 4711\n\n[package.metadata.portguard.env.{}]\npreferred-port = 8080",
+        toml_edit::Key::new(env).display_repr()
+    ));
+    generated(&project, &["--env", env]);
+    assert_printable(&project, &FILES);
+    let quoted = format!("'{}'", env.replace('\'', r"'\''"));
+    for file in FILES {
+        let text = project.read_file(file);
+        assert!(
+            text.contains(&format!("its env.{env} table")),
+            "{file}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "`cargo portguard generate --env {quoted} --check`"
+            )),
+            "{file}: {text}"
+        );
+        // The header is its three comment lines; the file's own text starts after them.
+        let header: Vec<&str> = text
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .collect();
+        assert!(header.len() >= 3, "{file}: {text}");
+    }
+    assert_eq!(
+        listen_stream(&project.read_file(FILES[0])),
+        "127.0.0.1:8080"
+    );
+}
+
+#[test]
+fn instances_yaml_would_read_as_booleans_are_quoted() {
+    let project = TestProject::fixture();
+    project.set_metadata("preferred-port = 4711");
+    for instance in ["yes", "on", "null"] {
+        generated(&project, &["kubernetes", "--instance", instance]);
+        let text = project.read_file(format!("deploy/kubernetes/{instance}.yaml"));
+        assert!(
+            text.contains(&format!("  name: \"{instance}\"\n")),
+            "{text}"
+        );
+        assert_eq!(container(&text)["name"].as_str(), Some(instance));
+    }
+}
