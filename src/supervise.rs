@@ -537,10 +537,10 @@ impl Supervisor {
                 command.env_remove(key);
             }
         }
-        if self.launch.socket.is_some() {
-            for key in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
-                command.env_remove(key);
-            }
+        // The jobserver's descriptors are closed on exec (see `os::prepare_child`): a variable
+        // naming them would point the server's cargo at whatever it opens there next.
+        for key in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
+            command.env_remove(key);
         }
         // portguard's own plumbing stays out of the server's environment.
         command.env_remove(report::REPORT_FD_VAR);

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod deploy;
+mod descriptors;
 mod detach;
 mod examples;
 mod faults;

@@ -115,7 +115,9 @@ impl fmt::Display for PrivateFileError {
                 f,
                 "{path} is {size} bytes long, more than the {limit} bytes portguard reads"
             ),
-            PrivateFileError::Io { error, .. } => write!(f, "could not read {path}: {error}"),
+            PrivateFileError::Io { error, .. } => {
+                write!(f, "could not open or read {path}: {error}")
+            }
         }
     }
 }
