@@ -18,6 +18,7 @@ pub mod port;
 pub mod ports;
 pub mod project;
 pub mod reserve;
+pub mod runtime;
 pub mod scaffold;
 pub mod serve;
 pub mod signals;

@@ -139,38 +139,6 @@ impl StateDir {
     }
 }
 
-/// The per-user folder shared by every project (the contract's home of port reservations and
-/// notify sockets): `$XDG_RUNTIME_DIR/portguard`, else a private folder in the temp dir named
-/// with the user id.
-///
-/// # Errors
-/// When it cannot be created or belongs to another user.
-pub fn user_dir(xdg_runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = StateDir {
-        path: user_dir_path(xdg_runtime_dir),
-    };
-    // The mode is set just below, so a folder of ours that is not writable yet is no error.
-    dir.create_owned()?;
-    // Others must not plant sockets or reservations here.
-    fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .with_context(|| format!("could not make `{}` private", dir.path().display()))?;
-    Ok(dir.path)
-}
-
-/// Where [`user_dir`] is, without creating it (for readers such as `ports`).
-#[must_use]
-pub fn user_dir_path(xdg_runtime_dir: Option<PathBuf>) -> PathBuf {
-    match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
-        Some(dir) => dir.join("portguard"),
-        None => {
-            std::env::temp_dir().join(format!("portguard-{}", rustix::process::geteuid().as_raw()))
-        }
-    }
-}
-
 /// Instance names become file names: keep them to a safe alphabet.
 ///
 /// ```

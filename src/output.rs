@@ -110,3 +110,83 @@ fn line(style: Style, label: &str, message: impl Display) {
     // Nothing useful can be done when stderr is gone; the exit code still tells the story.
     let _ = stderr.lock().write_all(text.as_bytes());
 }
+
+/// Text that came from outside portguard (a process's command line, a reservation label, a
+/// path) made safe to print: control characters (C0, DEL, C1) and the bidirectional overrides
+/// and isolates are shown as visible escapes, so the text cannot move the cursor, retitle or
+/// clear the terminal, or make what follows read in another order.
+///
+/// ```
+/// use portguard::output::inert;
+///
+/// assert_eq!(inert("api"), "api");
+/// assert_eq!(inert("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+/// assert_eq!(inert("x\u{202e}y"), "x\\u{202e}y");
+/// ```
+#[must_use]
+pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                use std::fmt::Write as _;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`inert`] for a path, which may also hold bytes that are not UTF-8 (shown as `�`).
+#[must_use]
+pub fn inert_path(path: &std::path::Path) -> String {
+    inert(&path.to_string_lossy()).into_owned()
+}
+
+/// Formats as [`inert`] text: `format!("{}", Inert(label))`.
+#[derive(Debug, Clone, Copy)]
+pub struct Inert<'a>(pub &'a str);
+
+impl Display for Inert<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&inert(self.0))
+    }
+}
+
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn every_terminal_control_is_escaped() {
+        assert_eq!(
+            inert("\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"
+        );
+        assert_eq!(inert("\u{7f}\u{9b}\u{85}"), "\\u{7f}\\u{9b}\\u{85}");
+        assert_eq!(inert("\u{2066}a\u{2069}"), "\\u{2066}a\\u{2069}");
+        assert_eq!(inert("tab\there"), "tab\\there");
+    }
+
+    #[test]
+    fn printable_text_is_kept_as_it_is() {
+        for text in ["", "`api` in /src/shop", "café ünïcode 日本", "a\\u{1b}"] {
+            assert!(
+                matches!(inert(text), std::borrow::Cow::Borrowed(t) if t == text),
+                "{text}"
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -16,7 +17,9 @@ use serde::Serialize;
 use crate::cli::{CommonArgs, ConfigQueryArgs, RunArgs};
 use crate::config::Config;
 use crate::exit_codes;
+use crate::output::inert;
 use crate::port::{self, Holder, PortState};
+use crate::runtime::RuntimeDir;
 use crate::serve::{self, Vars};
 
 /// What a candidate port is now, as `ports` reports it.
@@ -57,12 +60,12 @@ impl CandidateState {
                 holder: Some(holder),
             } => holder.to_string(),
             CandidateState::Busy { holder: None } => "unknown".to_owned(),
-            CandidateState::Reserved { by, holder: None } => by.clone(),
+            CandidateState::Reserved { by, holder: None } => inert(by).into_owned(),
             CandidateState::Reserved {
                 by,
                 holder: Some(holder),
-            } => format!("{by}: {holder}"),
-            CandidateState::Unavailable(why) => why.clone(),
+            } => format!("{}: {holder}", inert(by)),
+            CandidateState::Unavailable(why) => inert(why).into_owned(),
         }
     }
 }
@@ -105,11 +108,11 @@ pub struct Survey {
     pub dynamic_port: bool,
 }
 
-/// The hook for per-user port reservations: which other portguard instance holds `port`, if
-/// one does (see [`crate::reserve`]).
+/// The hook for per-user port reservations: which other portguard instance holds `port` in
+/// the runtime folder `dir`, if one does (see [`crate::reserve`]).
 #[must_use]
-pub fn reservation_holder(port: u16) -> Option<String> {
-    port::reservation_holder(port)
+pub fn reservation_holder(dir: Option<&RuntimeDir>, port: u16) -> Option<String> {
+    port::reservation_holder(dir, port)
 }
 
 /// Looks at every candidate of `config`, in order, as `serve-safe` would: a port reserved by
@@ -288,7 +291,13 @@ pub fn ports(common: &CommonArgs, args: &ConfigQueryArgs, vars: Vars<'_>) -> Res
         ..RunArgs::default()
     };
     let (_cargo, _project, config) = serve::resolve_config(common, &run, vars)?;
-    let survey = survey(&config, reservation_holder);
+    // Only looks: a runtime folder that is missing or not safely this user's has no
+    // reservations to show.
+    let runtime = RuntimeDir::locate(
+        vars("XDG_RUNTIME_DIR").map(PathBuf::from),
+        vars("HOME").map(PathBuf::from),
+    );
+    let survey = survey(&config, |port| reservation_holder(runtime.as_ref(), port));
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&survey.to_json())
             .context("could not encode the ports")?;

@@ -15,7 +15,8 @@ use crate::os;
 use crate::port;
 use crate::project::{self, Project, Target};
 use crate::reserve::Reservations;
-use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
+use crate::runtime::RuntimeDir;
+use crate::supervise::{self, Ending, Launch, NotifySocket, Observer, Supervisor};
 use crate::{detach, output, stop};
 
 /// Reads a variable of the process environment; injectable for tests.
@@ -81,12 +82,16 @@ pub fn resolve_config(
     vars: Vars<'_>,
 ) -> Result<(PathBuf, Project, Config)> {
     // Without a private folder there is no cache, and cargo is asked each time.
-    let cache = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from)).ok();
+    let cache = RuntimeDir::create(
+        vars("XDG_RUNTIME_DIR").map(PathBuf::from),
+        vars("HOME").map(PathBuf::from),
+    )
+    .ok();
     let (cargo, project) = project::from_options(
         common.manifest_path.as_deref(),
         common.package.as_deref(),
         vars,
-        cache.as_deref(),
+        cache.as_ref(),
     )?;
     let dotenv = project.package_root().join(".env");
     let (config, warnings) = config::resolve(&config::Inputs {
@@ -169,9 +174,12 @@ fn serve_planned(
     );
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
-    let runtime = lock::user_dir(vars("XDG_RUNTIME_DIR").map(PathBuf::from))?;
+    let runtime = RuntimeDir::create(
+        vars("XDG_RUNTIME_DIR").map(PathBuf::from),
+        vars("HOME").map(PathBuf::from),
+    )?;
     let owner = format!("`{instance}` in {}", plan.project.workspace_root.display());
-    let reservations = Reservations::new(runtime.clone(), owner);
+    let reservations = Reservations::new(runtime.path().to_owned(), owner);
     let selection = port::select(
         config.host.value,
         &config.candidates(),
@@ -192,8 +200,7 @@ fn serve_planned(
     // Held until the instance ends, so no other start takes the port meanwhile.
     let _reservation = selection.reservation;
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
-    launch.notify_socket = notify_folder(&runtime)
-        .map(|folder| folder.join(format!("notify-{}.sock", std::process::id())));
+    launch.notify_socket = NotifySocket::bind(&runtime);
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
     let replicas = match launch.replicas {
         1 => String::new(),
@@ -258,46 +265,6 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             limit.as_secs()
         )),
         Ending::Stopped => None,
-    }
-}
-
-/// The folder for notify sockets, swept first: a supervisor killed with SIGKILL leaves its
-/// socket behind, and the next one removes the sockets of supervisors that no longer run. A
-/// folder of their own, because the runtime folder also holds a reservation file for every
-/// port ever used, and listing those would cost milliseconds on the way to `cargo run`.
-/// Without it the server gets no `NOTIFY_SOCKET` and readiness is probed only.
-fn notify_folder(runtime: &std::path::Path) -> Option<PathBuf> {
-    let folder = runtime.join("notify");
-    match std::fs::create_dir(&folder) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => {
-            output::warning(format!(
-                "cannot create `{}` ({error}): readiness is not read from NOTIFY_SOCKET",
-                folder.display()
-            ));
-            return None;
-        }
-    }
-    sweep_notify_sockets(&folder);
-    Some(folder)
-}
-
-fn sweep_notify_sockets(folder: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name.to_str().and_then(|name| {
-            name.strip_prefix("notify-")?
-                .strip_suffix(".sock")?
-                .parse::<u32>()
-                .ok()
-        });
-        if pid.is_some_and(|pid| !os::is_alive(pid)) {
-            let _ = std::fs::remove_file(entry.path());
-        }
     }
 }
 

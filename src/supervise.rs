@@ -23,6 +23,8 @@ mod notify;
 mod reaper;
 mod replicas;
 
+pub use notify::NotifySocket;
+
 use reaper::{Escaped, Reaper};
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
@@ -50,7 +52,7 @@ pub struct Launch {
     /// The wait after SIGTERM before SIGKILL.
     pub shutdown_timeout: Duration,
     /// Where the server may send `READY=1` (`NOTIFY_SOCKET`, the systemd protocol).
-    pub notify_socket: Option<PathBuf>,
+    pub notify_socket: Option<NotifySocket>,
     /// Give up on a server that is not ready by then (detached runs, where nobody watches).
     pub ready_timeout: Option<Duration>,
     /// How many servers accept on the socket (`--replicas`); more than one needs `socket`.
@@ -157,8 +159,8 @@ impl Supervisor {
             let _ = signal_sender.send(Event::Signal(signal));
         })?;
         let current = Arc::new(AtomicU32::new(0));
-        if let Some(path) = &launch.notify_socket {
-            notify::listen(path, sender.clone(), Arc::clone(&current))?;
+        if let Some(socket) = &launch.notify_socket {
+            notify::listen(socket, sender.clone(), Arc::clone(&current))?;
         }
         Ok(Supervisor {
             launch,
@@ -298,7 +300,7 @@ impl Supervisor {
         // portguard's own plumbing stays out of the server's environment.
         command.env_remove(crate::detach::REPORT_FD_VAR);
         match &self.launch.notify_socket {
-            Some(path) => command.env("NOTIFY_SOCKET", path),
+            Some(socket) => command.env("NOTIFY_SOCKET", socket.address()),
             None => command.env_remove("NOTIFY_SOCKET"),
         };
         os::prepare_child(
@@ -455,13 +457,5 @@ fn reap_remains(leaders: &[u32], escaped: &Escaped, grace: Duration) {
         }
         escaped.signal(Sig::KILL);
         escaped.wait_gone();
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        if let Some(path) = &self.launch.notify_socket {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
