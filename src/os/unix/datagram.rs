@@ -1,4 +1,4 @@
-//! The datagram socket of the readiness protocol (`NOTIFY_SOCKET`).
+//! The datagram socket of the readiness protocol (`NOTIFY_SOCKET`), on Linux.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -10,7 +10,6 @@ use std::os::unix::net::UnixDatagram;
 ///
 /// # Errors
 /// When the socket cannot be created or the name is taken or too long.
-#[cfg(target_os = "linux")]
 pub fn bind_abstract_datagram(name: &[u8]) -> io::Result<UnixDatagram> {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -30,7 +29,6 @@ pub fn bind_abstract_datagram(name: &[u8]) -> io::Result<UnixDatagram> {
 ///
 /// # Errors
 /// When receiving fails.
-#[cfg(target_os = "linux")]
 pub fn recv_from_own_user(socket: &UnixDatagram, buffer: &mut [u8]) -> io::Result<Option<usize>> {
     use std::mem::MaybeUninit;
 
@@ -51,7 +49,7 @@ pub fn recv_from_own_user(socket: &UnixDatagram, buffer: &mut [u8]) -> io::Resul
     Ok(ours.then_some(received.bytes.min(buffer.len())))
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
