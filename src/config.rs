@@ -251,7 +251,7 @@ pub fn load(
     manifest_path: Option<&Path>,
     package: Option<&str>,
     flags: Flags<'_>,
-    cache: Option<&Path>,
+    cache: Option<&crate::runtime::RuntimeDir>,
 ) -> anyhow::Result<Loaded> {
     let (cargo, project) = crate::project::from_options(manifest_path, package, vars, cache)?;
     let dotenv = project.package_root().join(".env");

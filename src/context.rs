@@ -3,15 +3,20 @@
 //! a command behaves the same when it is called in-process (as the tests and the `--detach`
 //! re-execution do) and nothing reads a variable behind the configuration's back.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use crate::runtime::RuntimeDir;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     vars: HashMap<String, OsString>,
     args: Vec<OsString>,
     cwd: PathBuf,
+    /// Found (and created) on first use: commands that never need it never touch it.
+    runtime: OnceCell<RuntimeDir>,
 }
 
 impl Context {
@@ -23,7 +28,12 @@ impl Context {
             .collect();
         // A folder that was removed under us still has a meaning for messages.
         let cwd = std::env::current_dir().unwrap_or_default();
-        Context { vars, args, cwd }
+        Context {
+            vars,
+            args,
+            cwd,
+            runtime: OnceCell::new(),
+        }
     }
 
     pub(crate) fn var(&self, name: &str) -> Option<OsString> {
@@ -56,6 +66,19 @@ impl Context {
 
     pub(crate) fn cwd(&self) -> &Path {
         &self.cwd
+    }
+
+    /// The private per-user runtime folder, created if needed (see [`RuntimeDir::create`]).
+    ///
+    /// # Errors
+    /// When neither the shared location nor the fallback under the home folder can be made
+    /// private to this user.
+    pub(crate) fn runtime_dir(&self) -> anyhow::Result<&RuntimeDir> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let runtime = RuntimeDir::create(self.path_var("XDG_RUNTIME_DIR"), self.path_var("HOME"))?;
+        Ok(self.runtime.get_or_init(|| runtime))
     }
 
     /// `path` made absolute against the current folder.

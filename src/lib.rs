@@ -14,7 +14,6 @@ pub mod exit_codes;
 mod generate;
 mod health;
 mod instance;
-mod lock;
 mod os;
 mod output;
 #[doc(hidden)]
@@ -23,6 +22,7 @@ mod ports;
 mod project;
 #[doc(hidden)]
 pub mod reserve;
+mod runtime;
 mod scaffold;
 mod signals;
 mod supervise;

@@ -115,14 +115,6 @@ fn line(style: Style, label: &str, message: impl Display) {
 /// path) made safe to print: control characters (C0, DEL, C1) and the bidirectional overrides
 /// and isolates are shown as visible escapes, so the text cannot move the cursor, retitle or
 /// clear the terminal, or make what follows read in another order.
-///
-/// ```
-/// use portguard::output::inert;
-///
-/// assert_eq!(inert("api"), "api");
-/// assert_eq!(inert("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
-/// assert_eq!(inert("x\u{202e}y"), "x\\u{202e}y");
-/// ```
 #[must_use]
 pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(is_unsafe) {
@@ -168,6 +160,13 @@ fn is_unsafe(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::inert;
+
+    #[test]
+    fn escapes_read_as_what_they_are() {
+        assert_eq!(inert("api"), "api");
+        assert_eq!(inert("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        assert_eq!(inert("x\u{202e}y"), "x\\u{202e}y");
+    }
 
     #[test]
     fn every_terminal_control_is_escaped() {

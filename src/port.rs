@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::os;
+use crate::output::Inert;
 use crate::reserve::{Claim, Reservation, Reservations};
 
 /// Backlog of the real listening socket: the common server default (e.g. hyper, actix), large
@@ -60,7 +61,7 @@ impl fmt::Display for PortState {
             } => write!(f, "busy: {holder}"),
             PortState::NotPermitted => f.write_str("not permitted"),
             PortState::Unavailable(why) => write!(f, "unavailable: {why}"),
-            PortState::Reserved { by } => write!(f, "reserved by {by}"),
+            PortState::Reserved { by } => write!(f, "reserved by {}", Inert(by)),
         }
     }
 }
@@ -79,7 +80,7 @@ impl fmt::Display for Holder {
         if self.command.is_empty() {
             write!(f, "pid {}", self.pid)
         } else {
-            write!(f, "pid {} `{}`", self.pid, self.command)
+            write!(f, "pid {} `{}`", self.pid, Inert(&self.command))
         }
     }
 }
@@ -268,13 +269,11 @@ fn reserve_and_bind(
     Ok((listener, reservation))
 }
 
-/// Who of this user's portguards holds `port` now, from the default per-user folder.
+/// Who of this user's portguards holds `port` now, from the runtime folder `dir` (see
+/// [`crate::runtime::RuntimeDir::locate`]); nobody when there is none.
 #[must_use]
-pub fn reservation_holder(port: u16) -> Option<String> {
-    let dir = crate::lock::user_dir_path(
-        std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from),
-    );
-    crate::reserve::holder(&dir, port)
+pub fn reservation_holder(dir: Option<&crate::runtime::RuntimeDir>, port: u16) -> Option<String> {
+    crate::reserve::holder(dir?.path(), port)
 }
 
 /// The passed-over candidates in one line: `5000 busy: pid 4242 `node server.js`; 5001 busy;

@@ -17,7 +17,9 @@ use crate::cli::{CommonArgs, ConfigQueryArgs};
 use crate::config::Config;
 use crate::context::Context;
 use crate::exit_codes;
+use crate::output::inert;
 use crate::port::{self, Holder, PortState};
+use crate::runtime::RuntimeDir;
 
 /// What a candidate port is now, as `ports` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +59,12 @@ impl CandidateState {
                 holder: Some(holder),
             } => holder.to_string(),
             CandidateState::Busy { holder: None } => "unknown".to_owned(),
-            CandidateState::Reserved { by, holder: None } => by.clone(),
+            CandidateState::Reserved { by, holder: None } => inert(by).into_owned(),
             CandidateState::Reserved {
                 by,
                 holder: Some(holder),
-            } => format!("{by}: {holder}"),
-            CandidateState::Unavailable(why) => why.clone(),
+            } => format!("{}: {holder}", inert(by)),
+            CandidateState::Unavailable(why) => inert(why).into_owned(),
         }
     }
 }
@@ -105,11 +107,11 @@ pub struct Survey {
     pub dynamic_port: bool,
 }
 
-/// The hook for per-user port reservations: which other portguard instance holds `port`, if
-/// one does (see [`crate::reserve`]).
+/// The hook for per-user port reservations: which other portguard instance holds `port` in
+/// the runtime folder `dir`, if one does (see [`crate::reserve`]).
 #[must_use]
-pub fn reservation_holder(port: u16) -> Option<String> {
-    port::reservation_holder(port)
+pub fn reservation_holder(dir: Option<&RuntimeDir>, port: u16) -> Option<String> {
+    port::reservation_holder(dir, port)
 }
 
 /// Looks at every candidate of `config`, in order, as `serve-safe` would: a port reserved by
@@ -282,7 +284,7 @@ impl From<&Candidate> for JsonCandidate {
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
 pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryArgs) -> Result<i32> {
-    let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+    let cache = context.runtime_dir().ok();
     let crate::config::Loaded {
         project: _project,
         config,
@@ -296,9 +298,9 @@ pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryAr
             port: args.port,
             bin: None,
         },
-        cache.as_deref(),
+        cache,
     )?;
-    let survey = survey(&config, reservation_holder);
+    let survey = survey(&config, |port| reservation_holder(cache, port));
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&survey.to_json())
             .context("could not encode the ports")?;

@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use cargo_metadata::{Metadata, MetadataCommand, Package, TargetKind};
 
 use crate::exit_codes::BadInput;
+use crate::runtime::RuntimeDir;
 
 mod metadata_cache;
 
@@ -22,7 +23,8 @@ pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<P
 }
 
 /// Cargo and the project named by the common options (`--manifest-path`, `-p`); with
-/// `cache`, cargo's answer is kept in that folder and reused while the manifests are unchanged.
+/// `cache`, cargo's answer is kept in that runtime folder and reused while the manifests are
+/// unchanged.
 ///
 /// # Errors
 /// As [`find_cargo`] and [`Project::locate`].
@@ -30,7 +32,7 @@ pub fn from_options(
     manifest_path: Option<&Path>,
     package: Option<&str>,
     vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-    cache: Option<&Path>,
+    cache: Option<&RuntimeDir>,
 ) -> Result<(PathBuf, Project)> {
     let cargo = find_cargo(vars)?;
     let project = Project::locate(&cargo, manifest_path, package, cache)?;
@@ -84,7 +86,7 @@ impl Project {
         cargo: &Path,
         manifest_path: Option<&Path>,
         package: Option<&str>,
-        cache: Option<&Path>,
+        cache: Option<&RuntimeDir>,
     ) -> Result<Self> {
         let wanted = match manifest_path {
             Some(path) => Some(

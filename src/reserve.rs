@@ -8,11 +8,18 @@
 //! rarely come again, have their file removed. Removing a lock file is safe only with a check
 //! on the other side: a start that opened the file just before it was removed would lock a file
 //! nobody else can find, so a lock counts only while the path still names the locked file.
+//!
+//! The folder is private, but a file could have been put there by someone else before it was
+//! made so: files are opened without following links, a file that is not this user's is
+//! replaced rather than used, and its label is never believed or shown.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+
+/// Longest label read: an owner line is a name and a path.
+const MAX_LABEL_BYTES: u64 = 4096;
 
 /// Where reservations live, and who this portguard is, for others' messages.
 #[derive(Debug, Clone)]
@@ -95,7 +102,19 @@ impl Reservations {
         let mut contended = 0;
         // Each lap needs a release to land between an open and a lock; a handful is plenty.
         for _ in 0..100 {
-            let mut file = open(&path)?;
+            let mut file = match open(&path) {
+                Ok(file) if is_own_file(&file) => file,
+                // Not ours (or not a file): the folder is ours, so it is replaced, not used.
+                Ok(_) => {
+                    remove_foreign(&path)?;
+                    continue;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                    remove_foreign(&path)?;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             match fs4::FileExt::try_lock(&file) {
                 // Locked a file that a release removed after this open: start over.
                 Ok(()) if !names(&path, &file) => {}
@@ -128,12 +147,13 @@ impl Reservations {
     }
 }
 
-/// Who holds `port` in `dir`, if anyone does now.
+/// Who holds `port` in `dir`, if anyone does now: the label of this user's portguard that
+/// holds it, or a description of a file that is not this user's (its label is not shown).
 #[must_use]
 pub fn holder(dir: &Path, port: u16) -> Option<String> {
     let mut file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path(dir, port))
         .ok()?;
     match fs4::FileExt::try_lock_shared(&file) {
@@ -161,14 +181,62 @@ fn open(path: &Path) -> std::io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Not through a link, and a FIFO put in place of a file does not block the start.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .mode(0o600)
         .open(path)
 }
 
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// A regular file of this user's that nobody else may write.
+fn is_own_file(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|meta| meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0)
+}
+
+/// Removes what stands at `path` if it is not a file of this user's; the caller opens afresh.
+fn remove_foreign(path: &Path) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let own = meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0;
+    if !own {
+        std::fs::remove_file(path).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "`{}` is not a reservation file of this user's and cannot be removed: {error}",
+                    crate::output::inert_path(path)
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The label in a held reservation file, raw (printing it is the caller's business, through
+/// [`crate::output::inert`]), and only from a file of this user's.
 fn read_owner(file: &mut File) -> String {
-    let mut owner = String::new();
-    let _ = file.rewind().and_then(|()| file.read_to_string(&mut owner));
+    match file.metadata() {
+        Ok(meta) if meta.uid() != euid() => {
+            return format!(
+                "a reservation file of another user (uid {}), label not shown",
+                meta.uid()
+            );
+        }
+        Ok(meta) if meta.is_file() && meta.mode() & 0o022 == 0 => {}
+        _ => return "another portguard (unreadable label)".to_owned(),
+    }
+    let mut bytes = Vec::new();
+    let _ = file
+        .rewind()
+        .and_then(|()| (&*file).take(MAX_LABEL_BYTES).read_to_end(&mut bytes));
+    let owner = String::from_utf8_lossy(&bytes);
     if owner.trim().is_empty() {
         "another portguard".to_owned()
     } else {

@@ -27,6 +27,7 @@ mod replicas;
 pub(crate) mod report;
 pub(crate) mod stop;
 
+pub(crate) use notify::NotifySocket;
 pub(crate) use reaper::{Escaped, pid_list, processes};
 use replicas::Replicas;
 use stop::{EventWatch, Stopped, Targets};
@@ -56,7 +57,7 @@ pub(crate) struct Launch {
     /// The wait after SIGTERM before SIGKILL.
     pub(crate) shutdown_timeout: Duration,
     /// Where the server may send `READY=1` (`NOTIFY_SOCKET`, the systemd protocol).
-    pub(crate) notify_socket: Option<PathBuf>,
+    pub(crate) notify_socket: Option<NotifySocket>,
     /// Give up on a server that is not ready by then (detached runs, where nobody watches).
     pub(crate) ready_timeout: Option<Duration>,
     /// How many servers accept on the socket (`--replicas`); more than one needs `socket`.
@@ -163,8 +164,8 @@ impl Supervisor {
             let _ = signal_sender.send(Event::Signal(signal));
         })?;
         let current = Arc::new(AtomicU32::new(0));
-        if let Some(path) = &launch.notify_socket {
-            notify::listen(path, sender.clone(), Arc::clone(&current))?;
+        if let Some(socket) = &launch.notify_socket {
+            notify::listen(socket, sender.clone(), Arc::clone(&current))?;
         }
         Ok(Supervisor {
             launch,
@@ -545,7 +546,7 @@ impl Supervisor {
         // portguard's own plumbing stays out of the server's environment.
         command.env_remove(report::REPORT_FD_VAR);
         match &self.launch.notify_socket {
-            Some(path) => command.env("NOTIFY_SOCKET", path),
+            Some(socket) => command.env("NOTIFY_SOCKET", socket.address()),
             None => command.env_remove("NOTIFY_SOCKET"),
         };
         os::prepare_child(
@@ -606,14 +607,6 @@ impl Supervisor {
                     processes(&ended)
                 ),
             );
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        if let Some(path) = &self.launch.notify_socket {
-            let _ = std::fs::remove_file(path);
         }
     }
 }

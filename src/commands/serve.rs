@@ -21,6 +21,7 @@ use crate::output;
 use crate::port;
 use crate::project::{Project, Target};
 use crate::reserve::Reservations;
+use crate::supervise::NotifySocket;
 use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
 
@@ -40,7 +41,7 @@ struct Plan {
 
 impl Plan {
     fn new(context: &Context, common: &CommonArgs, args: &RunArgs) -> Result<Self> {
-        let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+        let cache = context.runtime_dir().ok();
         let config::Loaded {
             cargo,
             project,
@@ -54,7 +55,7 @@ impl Plan {
                 port: args.port,
                 bin: args.bin.as_deref(),
             },
-            cache.as_deref(),
+            cache,
         )?;
         if args.replicas.is_some_and(|count| count > 1) && config.handoff.value != Handoff::Socket {
             return Err(BadInput(format!(
@@ -147,9 +148,9 @@ fn serve_planned(
     );
 
     let socket_handoff = config.handoff.value == Handoff::Socket;
-    let runtime = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR"))?;
+    let runtime = context.runtime_dir()?;
     let owner = format!("`{instance}` in {}", plan.project.workspace_root.display());
-    let reservations = Reservations::new(runtime.clone(), owner);
+    let reservations = Reservations::new(runtime.path().to_owned(), owner);
     let selection = port::select(
         config.host.value,
         &config.candidates(),
@@ -174,8 +175,7 @@ fn serve_planned(
         .as_ref()
         .and_then(|listener| os::socket_inode(std::os::fd::AsFd::as_fd(listener)).ok());
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
-    launch.notify_socket = notify_folder(&runtime)
-        .map(|folder| folder.join(format!("notify-{}.sock", std::process::id())));
+    launch.notify_socket = NotifySocket::bind(runtime);
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
     let replicas = match launch.replicas {
         1 => String::new(),
@@ -286,46 +286,6 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             limit.as_secs()
         )),
         Ending::Stopped { .. } => None,
-    }
-}
-
-/// The folder for notify sockets, swept first: a supervisor killed with SIGKILL leaves its
-/// socket behind, and the next one removes the sockets of supervisors that no longer run. A
-/// folder of their own, because the runtime folder also holds a reservation file for every
-/// port ever used, and listing those would cost milliseconds on the way to `cargo run`.
-/// Without it the server gets no `NOTIFY_SOCKET` and readiness is probed only.
-fn notify_folder(runtime: &std::path::Path) -> Option<PathBuf> {
-    let folder = runtime.join("notify");
-    match std::fs::create_dir(&folder) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => {
-            output::warning(format!(
-                "cannot create `{}` ({error}): readiness is not read from NOTIFY_SOCKET",
-                folder.display()
-            ));
-            return None;
-        }
-    }
-    sweep_notify_sockets(&folder);
-    Some(folder)
-}
-
-fn sweep_notify_sockets(folder: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name.to_str().and_then(|name| {
-            name.strip_prefix("notify-")?
-                .strip_suffix(".sock")?
-                .parse::<u32>()
-                .ok()
-        });
-        if pid.is_some_and(|pid| !os::is_alive(pid)) {
-            let _ = std::fs::remove_file(entry.path());
-        }
     }
 }
 

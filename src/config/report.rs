@@ -202,7 +202,7 @@ pub(crate) fn config(
     common: &CommonArgs,
     args: &ConfigQueryArgs,
 ) -> Result<i32> {
-    let cache = crate::lock::user_dir(context.path_var("XDG_RUNTIME_DIR")).ok();
+    let cache = context.runtime_dir().ok();
     let crate::config::Loaded {
         project, config, ..
     } = crate::config::load(
@@ -214,7 +214,7 @@ pub(crate) fn config(
             port: args.port,
             bin: None,
         },
-        cache.as_deref(),
+        cache,
     )?;
     let (package, manifest) = (project.package.name.as_str(), project.manifest_path());
     let text = if args.json {

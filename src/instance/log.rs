@@ -3,8 +3,8 @@
 //! the file becomes `<instance>.log.1` (replacing the one before) and a new one starts, so a
 //! chatty server that runs for weeks cannot fill the disk.
 
-use std::fs::File;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};

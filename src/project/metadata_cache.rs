@@ -6,18 +6,28 @@
 //! Fingerprints are content digests (file bytes, sorted folder entries), not modification
 //! times: a manifest rewritten within one clock tick with the same size would fool a time
 //! stamp, and the cost of hashing a few small files is a few microseconds.
-
+//!
+//! An entry names the manifest `cargo run` is started with, so it is believed only from a
+//! regular file of this user's that nobody else may write, in the private runtime folder; an
+//! entry without a fingerprint is never fresh.
 use std::collections::hash_map::DefaultHasher;
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::hash::{Hash as _, Hasher as _};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::Metadata;
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::RuntimeDir;
+
 /// Bumped whenever what is stored or fingerprinted changes, so old entries are ignored.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
+
+/// A workspace's `--no-deps` answer is a few kilobytes per package; anything much larger is
+/// not an entry portguard wrote.
+const MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What a stored answer was for: the cargo that gave it and the manifest it was asked about.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -42,11 +52,13 @@ struct Entry {
 }
 
 /// The stored answer to `question`, if every fingerprinted path is as it was.
-pub fn load(dir: &Path, question: &Question) -> Option<Metadata> {
-    let bytes = fs::read(entry_path(dir, question)).ok()?;
+pub fn load(dir: &RuntimeDir, question: &Question) -> Option<Metadata> {
+    dir.check().ok()?;
+    let bytes = read_own_file(&entry_path(dir.path(), question))?;
     let entry: Entry = serde_json::from_slice(&bytes).ok()?;
     let fresh = entry.format == FORMAT
         && entry.question == *question
+        && !entry.stamps.is_empty()
         && entry
             .stamps
             .iter()
@@ -54,17 +66,43 @@ pub fn load(dir: &Path, question: &Question) -> Option<Metadata> {
     fresh.then_some(entry.metadata)
 }
 
+/// The bytes of `path` if it is a regular file of this user's that nobody else may write, and
+/// not larger than an entry can be. A link is not followed, and a FIFO does not block.
+fn read_own_file(path: &Path) -> Option<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let trusted = meta.is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o022 == 0
+        && meta.len() <= MAX_ENTRY_BYTES;
+    if !trusted {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= MAX_ENTRY_BYTES).then_some(bytes)
+}
+
 /// Keeps `metadata` as the answer to `question`. Best effort: a start never fails because the
 /// cache cannot be written; the next one just asks cargo again.
-pub fn store(dir: &Path, question: Question, metadata: &Metadata) {
-    let stamps = watched_paths(metadata)
+pub fn store(dir: &RuntimeDir, question: Question, metadata: &Metadata) {
+    if dir.check().is_err() {
+        return;
+    }
+    let stamps = watched_paths(&question.manifest, metadata)
         .into_iter()
         .map(|path| Stamp {
             digest: digest(&path),
             path,
         })
         .collect();
-    let path = entry_path(dir, &question);
+    let path = entry_path(dir.path(), &question);
     let entry = Entry {
         format: FORMAT,
         question,
@@ -74,11 +112,16 @@ pub fn store(dir: &Path, question: Question, metadata: &Metadata) {
     let Ok(json) = serde_json::to_vec(&entry) else {
         return;
     };
-    // Written beside its final name and renamed, so a reader never sees half an entry.
-    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut file| {
-        file.write_all(&json)?;
-        file.persist(&path).map_err(|error| error.error)
-    });
+    // Written beside its final name (mode 0600) and renamed, so a reader never sees half an
+    // entry, and whatever stood at the name, a link included, is replaced, not written through.
+    let written = tempfile::Builder::new()
+        .prefix(".metadata-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir.path())
+        .and_then(|mut file| {
+            file.write_all(&json)?;
+            file.persist(&path).map_err(|error| error.error)
+        });
     drop(written);
 }
 
@@ -89,11 +132,25 @@ fn entry_path(dir: &Path, question: &Question) -> PathBuf {
 }
 
 /// Every path whose change can change what portguard reads from `cargo metadata --no-deps`:
-/// the manifests, the folders where cargo discovers binaries and examples, and the folders
-/// holding members (a new member can match a `members` glob).
-fn watched_paths(metadata: &Metadata) -> Vec<PathBuf> {
+/// the manifests, the folders where cargo discovers binaries and examples, the folders
+/// holding members (a new member can match a `members` glob), and every `Cargo.toml` cargo
+/// looks for above the manifest asked about and above each member, present or not: a
+/// workspace manifest appearing there makes another workspace.
+fn watched_paths(asked: &Path, metadata: &Metadata) -> Vec<PathBuf> {
     let root = metadata.workspace_root.as_std_path();
-    let mut paths = vec![root.join("Cargo.toml")];
+    let mut paths = vec![root.join("Cargo.toml"), asked.to_owned()];
+    let members = metadata
+        .workspace_packages()
+        .into_iter()
+        .map(|package| package.manifest_path.as_std_path());
+    for manifest in std::iter::once(asked).chain(members) {
+        let above = manifest.parent().and_then(Path::parent).into_iter();
+        paths.extend(
+            above
+                .flat_map(Path::ancestors)
+                .map(|folder| folder.join("Cargo.toml")),
+        );
+    }
     for package in metadata.workspace_packages() {
         let manifest = package.manifest_path.as_std_path();
         paths.push(manifest.to_owned());

@@ -69,10 +69,26 @@ pub async fn shutdown_signal() {
 /// protocol). Errors are ignored: portguard then sees readiness from outside, as without it.
 pub fn notify_ready() {
     #[cfg(unix)]
-    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+    if let Some(address) = std::env::var_os("NOTIFY_SOCKET") {
         let _ = std::os::unix::net::UnixDatagram::unbound()
-            .and_then(|socket| socket.send_to(b"READY=1", path));
+            .and_then(|socket| send_ready(&socket, &address));
     }
+}
+
+/// `READY=1` to `address`: a socket path, or `@name` for an abstract socket address (Linux),
+/// as systemd spells it.
+#[cfg(unix)]
+fn send_ready(
+    socket: &std::os::unix::net::UnixDatagram,
+    address: &std::ffi::OsStr,
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if let Some(name) = std::os::unix::ffi::OsStrExt::as_bytes(address).strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt as _;
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        return socket.send_to_addr(b"READY=1", &address);
+    }
+    socket.send_to(b"READY=1", address)
 }
 
 /// The socket at fd 3, if it was passed to this process (systemd's `LISTEN_FDS` protocol).

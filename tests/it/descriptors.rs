@@ -172,11 +172,20 @@ fn a_detached_server_does_not_get_the_report_pipe() {
             .parse()
             .unwrap_or_else(|_| panic!("stdout is not a port: {:?}", started.stdout));
         let pid = server_pid(&project, port);
-        // stdout and stderr go to the instance's log; that is the only way the log reaches it.
+        // stdout and stderr are one pipe to the supervisor, which writes the instance's log
+        // (and keeps it bounded): that is the only way the log reaches the server.
         let open = descriptors(pid);
-        let log = project.log_file(FIXTURE_INSTANCE).display().to_string();
-        assert_eq!(open.get(&1), Some(&log), "{handoff}: {open:?}");
-        assert_eq!(open.get(&2), Some(&log), "{handoff}: {open:?}");
+        let pipe = open.get(&1).cloned().unwrap_or_default();
+        assert!(pipe.starts_with("pipe:"), "{handoff}: {open:?}");
+        assert_eq!(open.get(&2), Some(&pipe), "{handoff}: {open:?}");
+        let supervisor = project.read_json(FIXTURE_INSTANCE).expect("a record")["supervisor_pid"]
+            .as_u64()
+            .expect("a supervisor pid") as u32;
+        let held = descriptors(supervisor);
+        assert!(
+            held.values().any(|target| *target == pipe),
+            "{handoff}: the supervisor does not read the server's output: {held:?}"
+        );
         assert_only_own_descriptors(pid, &format!("--detach, {handoff} handoff"));
         stop_and_wait(&project);
     }

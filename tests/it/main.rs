@@ -16,6 +16,7 @@ mod ports;
 mod project;
 mod replicas;
 mod reserve;
+mod runtime;
 mod scaffold;
 mod scaffold_run;
 mod status;

@@ -279,3 +279,82 @@ fn bad_input_exits_2_and_runs_nothing() {
     assert!(run.stdout.is_empty(), "{}", run.describe());
     assert!(!project.state_dir().exists());
 }
+
+/// A reservation file `port-PORT.lock` in `runtime` holding `label`, locked as a running
+/// portguard holds it for as long as the returned file is open.
+fn held_reservation(runtime: &std::path::Path, port: u16, label: &[u8]) -> std::fs::File {
+    let path = runtime.join(format!("port-{port}.lock"));
+    std::fs::write(&path, label).expect("write the reservation");
+    let file = std::fs::File::open(&path).expect("open the reservation");
+    fs4::FileExt::try_lock(&file).expect("lock the reservation");
+    file
+}
+
+#[test]
+fn reservation_labels_are_shown_inert_and_only_this_users_are_believed() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let other = crate::other_account_or_skip!();
+    let project = TestProject::fixture();
+    let (own, foreign) = (free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {own}\nfallback-ports = [{foreign}]"
+    ));
+    let xdg = tempfile::tempdir().expect("create XDG_RUNTIME_DIR");
+    let runtime = xdg.path().join("portguard");
+    std::fs::create_dir(&runtime).expect("create the runtime folder");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let escapes = b"\x1b]0;pwned\x07`api` in /src\x1b[2J";
+    let _own = held_reservation(&runtime, own, escapes);
+    let _foreign = held_reservation(&runtime, foreign, escapes);
+    std::fs::set_permissions(
+        runtime.join(format!("port-{foreign}.lock")),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    other.own(&runtime.join(format!("port-{foreign}.lock")));
+
+    let run = |args: &[&str]| {
+        let mut all = vec!["ports"];
+        all.extend_from_slice(args);
+        let mut command = project.portguard(&all);
+        command
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .env("HOME", xdg.path());
+        let run = crate::support::run_within(command, crate::support::COMMAND_TIMEOUT);
+        assert_eq!(run.code(), Some(0), "{}", run.describe());
+        assert!(!run.stdout.contains('\x1b'), "a raw ESC: {:?}", run.stdout);
+        assert!(!run.stderr.contains('\x1b'), "a raw ESC: {:?}", run.stderr);
+        run.stdout
+    };
+
+    let text = run(&[]);
+    let own_row = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{own} ")))
+        .unwrap_or_else(|| panic!("no row for {own}:\n{text}"));
+    assert!(
+        own_row.contains("reserved") && own_row.contains("\\u{1b}]0;pwned\\u{7}`api` in /src"),
+        "{text}"
+    );
+    let foreign_row = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{foreign} ")))
+        .unwrap_or_else(|| panic!("no row for {foreign}:\n{text}"));
+    assert!(
+        foreign_row.contains("reserved")
+            && foreign_row.contains(&format!("another user (uid {})", other.uid))
+            && !foreign_row.contains("pwned"),
+        "{text}"
+    );
+
+    let json: Value = serde_json::from_str(&run(&["--json"])).expect("JSON");
+    let candidates = json["candidates"].as_array().expect("candidates");
+    assert_eq!(
+        candidates[0]["by"].as_str(),
+        Some(String::from_utf8_lossy(escapes).as_ref()),
+        "{json}"
+    );
+    let by = candidates[1]["by"].as_str().expect("a holder");
+    assert!(!by.contains("pwned"), "{json}");
+}

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::other_account_or_skip;
 use crate::support::*;
 
 /// A fixture copy whose `cargo` is a wrapper that logs each `cargo metadata` call, and whose
@@ -17,7 +18,10 @@ struct Counted {
 
 impl Counted {
     fn new() -> Self {
-        let project = TestProject::fixture();
+        Self::of(TestProject::fixture())
+    }
+
+    fn of(project: TestProject) -> Self {
         let tools = project.root.join("tools");
         fs::create_dir_all(&tools).expect("create tools folder");
         let calls = tools.join("metadata-calls");
@@ -183,4 +187,84 @@ fn a_broken_manifest_after_a_good_run_is_reported() {
         "{}",
         finished.describe()
     );
+}
+
+/// Rewrites the preferred port the single cache entry holds for the package, keeping its
+/// fingerprint (or, with `empty_fingerprint`, emptying it): what someone who can write there
+/// would do to change which project `cargo run` starts.
+fn tampered_entry(entry: &Path, port: u64, empty_fingerprint: bool) -> Vec<u8> {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(entry).expect("read the entry")).expect("JSON entry");
+    json["metadata"]["packages"][0]["metadata"]["portguard"]["preferred-port"] = port.into();
+    if empty_fingerprint {
+        json["stamps"] = serde_json::json!([]);
+    }
+    serde_json::to_vec(&json).expect("encode the entry")
+}
+
+#[test]
+fn a_cache_entry_with_an_empty_fingerprint_is_never_fresh() {
+    let counted = Counted::new();
+    counted.project.set_metadata("preferred-port = 41004");
+    counted.config(&[]);
+    let entries = counted.cache_entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let tampered = tampered_entry(&entries[0], 41904, true);
+    fs::write(&entries[0], tampered).expect("write the entry");
+    assert_eq!(preferred_port(&counted.config(&[])), 41004);
+    assert_eq!(counted.metadata_calls(), 2);
+}
+
+#[test]
+fn a_cache_entry_of_another_account_is_never_read() {
+    let other = other_account_or_skip!();
+    let counted = Counted::new();
+    counted.project.set_metadata("preferred-port = 41005");
+    counted.config(&[]);
+    let entries = counted.cache_entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    // Planted as this user's, a tampered entry with a matching fingerprint is believed: the
+    // test below is not passing by accident.
+    fs::write(entry, tampered_entry(entry, 41905, false)).expect("write the entry");
+    assert_eq!(preferred_port(&counted.config(&[])), 41905);
+    assert_eq!(counted.metadata_calls(), 1);
+    for empty_fingerprint in [false, true] {
+        let tampered = tampered_entry(entry, 41905, empty_fingerprint);
+        fs::remove_file(entry).expect("remove the entry");
+        other.plant(entry, &tampered, 0o644);
+        let calls = counted.metadata_calls();
+        assert_eq!(
+            preferred_port(&counted.config(&[])),
+            41005,
+            "empty fingerprint: {empty_fingerprint}"
+        );
+        assert_eq!(counted.metadata_calls(), calls + 1);
+        assert_eq!(
+            users::owner_of(entry),
+            users::my_uid(),
+            "the foreign entry is replaced by one of this user's"
+        );
+    }
+}
+
+#[test]
+fn a_workspace_manifest_appearing_above_the_package_is_seen() {
+    let counted = Counted::of(TestProject::fixture_in("pkg"));
+    // The copy is a workspace of its own; without that line cargo looks above it.
+    let manifest = counted.project.read_file("Cargo.toml");
+    let alone = manifest.replace("\n[workspace]\n", "\n");
+    assert_ne!(alone, manifest, "the fixture has a [workspace] line");
+    counted.project.write_file("Cargo.toml", alone);
+    counted.project.set_metadata("fallback-ports = []");
+    let before = counted.config(&[]);
+    assert_ne!(preferred_port(&before), 41006);
+    fs::write(
+        counted.project.dir.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"pkg\"]\nresolver = \"2\"\n\n\
+         [workspace.metadata.portguard]\npreferred-port = 41006\n",
+    )
+    .expect("write the workspace manifest");
+    assert_eq!(preferred_port(&counted.config(&[])), 41006);
+    assert_eq!(counted.metadata_calls(), 2);
 }

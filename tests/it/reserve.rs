@@ -115,3 +115,40 @@ fn a_port_from_the_os_leaves_no_reservation_file_behind() {
         "the reservation file of a port from the OS outlived its instance"
     );
 }
+
+#[test]
+fn a_reservation_file_of_another_account_is_replaced_not_believed() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    let other = crate::other_account_or_skip!();
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("");
+    let xdg = tempfile::tempdir().expect("create XDG_RUNTIME_DIR");
+    let runtime = xdg.path().join("portguard");
+    std::fs::create_dir(&runtime).expect("create the runtime folder");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    // Put there while the folder was open to others, and still locked by their process.
+    let planted = runtime.join(format!("port-{port}.lock"));
+    other.plant(&planted, b"`evil` in /elsewhere", 0o644);
+    let held = std::fs::File::open(&planted).expect("open the planted file");
+    fs4::FileExt::try_lock(&held).expect("lock the planted file");
+
+    let mut command = project.serve_safe(&["--detach"]);
+    command
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .env("HOME", xdg.path());
+    let started = run_within(command, COMMAND_TIMEOUT);
+    assert_eq!(started.code(), Some(0), "{}", started.describe());
+    assert_eq!(
+        started.stdout.trim(),
+        port.to_string(),
+        "{}",
+        started.describe()
+    );
+    assert!(!started.stderr.contains("evil"), "{}", started.describe());
+    let meta = std::fs::symlink_metadata(&planted).expect("a reservation file");
+    assert_eq!(meta.uid(), users::my_uid(), "the file is this user's now");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let stopped = project.run_portguard(&["stop"]);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+}

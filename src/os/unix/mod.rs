@@ -3,10 +3,15 @@
 mod files;
 mod locks;
 mod owner;
+// Abstract socket addresses and `SO_PASSCRED` are Linux's own.
+#[cfg(target_os = "linux")]
+mod datagram;
 mod process;
 mod sockets;
 mod tree;
 
+#[cfg(target_os = "linux")]
+pub use datagram::*;
 pub use files::*;
 pub use locks::*;
 pub use owner::*;
