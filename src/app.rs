@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use clap::Parser as _;
 
 use crate::cli::{self, CommonArgs, PortguardCli, PortguardCommand, ServeSafeCli};
-use crate::commands::{logs, serve, status, stop};
+use crate::commands::{config, generate, init, logs, ports, serve, status, stop};
 use crate::context::Context;
 use crate::{exit_codes, output};
 
@@ -38,10 +38,10 @@ pub fn portguard_main(args: Vec<OsString>) -> i32 {
         PortguardCommand::Stop(args) => stop::stop(context, common, args),
         PortguardCommand::Restart(args) => stop::restart(context, common, args),
         PortguardCommand::Logs(args) => logs::logs(context, common, args),
-        PortguardCommand::Init(args) => crate::scaffold::init(context, common, args),
-        PortguardCommand::Ports(args) => crate::ports::ports(context, common, args),
-        PortguardCommand::Config(args) => crate::config::report::config(context, common, args),
-        PortguardCommand::Generate(args) => crate::generate::generate(context, common, args),
+        PortguardCommand::Init(args) => init::init(context, common, args),
+        PortguardCommand::Ports(args) => ports::ports(context, common, args),
+        PortguardCommand::Config(args) => config::config(context, common, args),
+        PortguardCommand::Generate(args) => generate::generate(context, common, args),
     })
 }
 

@@ -7,29 +7,31 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::generate::GenerateArgs;
 use crate::output::Color;
+use crate::scaffold::InitArgs;
 
 /// `cargo serve-safe`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", styles = clap_cargo_styles())]
-pub enum ServeSafeCli {
+pub(crate) enum ServeSafeCli {
     /// Run the package's server on a free port, refusing to start a second copy.
     #[command(name = "serve-safe", version)]
     ServeSafe(ServeSafeArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ServeSafeArgs {
+pub(crate) struct ServeSafeArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 /// `cargo portguard`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", styles = clap_cargo_styles())]
-pub enum PortguardCli {
+pub(crate) enum PortguardCli {
     /// Run and operate dev servers on ports that are really free.
     #[command(
         name = "portguard",
@@ -41,15 +43,15 @@ pub enum PortguardCli {
 }
 
 #[derive(Debug, Args)]
-pub struct PortguardArgs {
+pub(crate) struct PortguardArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     #[command(subcommand)]
-    pub command: PortguardCommand,
+    pub(crate) command: PortguardCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PortguardCommand {
+pub(crate) enum PortguardCommand {
     /// Run the server (the same as `cargo serve-safe`)
     Run(RunArgs),
     /// Show whether each instance runs, where, and how healthy it is (exit 3: not running)
@@ -70,172 +72,79 @@ pub enum PortguardCommand {
     Generate(GenerateArgs),
 }
 
-/// Where `generate --bin-dir` points by default: where installed binaries go on most servers.
-pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
-
-#[derive(Debug, Clone, Args)]
-pub struct GenerateArgs {
-    /// What to generate [default: all three]
-    #[arg(value_enum, value_name = "TARGET")]
-    pub targets: Vec<DeployTarget>,
-    /// Write nothing; exit 1 with a diff when a generated file does not match the configuration
-    #[arg(long, conflicts_with = "dry_run")]
-    pub check: bool,
-    /// Print every change as a unified diff and write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Replace files of the same name that portguard did not generate
-    #[arg(long)]
-    pub force: bool,
-    /// Apply the env.NAME table (say, production)
-    #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
-    /// Binary to deploy [default: as `serve-safe` chooses]
-    #[arg(long, value_name = "NAME")]
-    pub bin: Option<String>,
-    /// Name of the units and Kubernetes objects [default: the binary's name]
-    #[arg(long, value_name = "NAME")]
-    pub instance: Option<String>,
-    /// Kubernetes replicas
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub replicas: u32,
-    /// Container image for Kubernetes [default: PACKAGE:VERSION]
-    #[arg(long, value_name = "IMAGE")]
-    pub image: Option<String>,
-    /// Folder of the installed binary, for systemd's `ExecStart`
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_BIN_DIR)]
-    pub bin_dir: PathBuf,
-}
-
-/// The production files `generate` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeployTarget {
-    /// deploy/systemd/INSTANCE.socket and .service (socket activation)
-    Systemd,
-    /// Dockerfile and .dockerignore
-    Docker,
-    /// deploy/kubernetes/INSTANCE.yaml (Deployment and Service)
-    Kubernetes,
-}
-
-impl DeployTarget {
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            DeployTarget::Systemd => "systemd",
-            DeployTarget::Docker => "docker",
-            DeployTarget::Kubernetes => "kubernetes",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct InitArgs {
-    /// Framework the startup glue is written for [default: detected from the dependencies]
-    #[arg(long, value_enum)]
-    pub framework: Option<Framework>,
-    /// Where the glue goes, relative to the package root
-    #[arg(long, value_name = "PATH", default_value = "src/portguard.rs")]
-    pub glue_path: PathBuf,
-    /// Also add a build script that bakes the configured host and port into the binary
-    #[arg(long)]
-    pub build_rs: bool,
-    /// Print every change as a unified diff and write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Regenerate the glue (and the build-script module) even where they exist, and write
-    /// through symbolic links that lead out of the project
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// The server frameworks `init` writes glue for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Framework {
-    /// `std::net::TcpListener`
-    Std,
-    /// `tokio::net::TcpListener`
-    Tokio,
-    /// axum on tokio, with graceful shutdown
-    Axum,
-    /// actix-web's `HttpServer::listen`
-    #[value(name = "actix-web")]
-    ActixWeb,
-}
-
 /// `--instance NAME`, for commands that act on one instance.
 #[derive(Debug, Clone, Args)]
-pub struct InstanceArg {
+pub(crate) struct InstanceArg {
     /// The instance (default: the only one with state here)
     #[arg(long, value_name = "NAME")]
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only this instance (default: every instance of the workspace)
     #[arg(long, value_name = "NAME")]
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Print one JSON object on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     /// The instance to stop (default: the only one running here)
     #[arg(long, value_name = "NAME", conflicts_with = "all")]
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Stop every running instance of the workspace
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// Seconds to wait for a graceful stop before SIGKILL (default: the instance's
     /// `shutdown-timeout-ms`)
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    pub timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     #[command(flatten)]
-    pub instance: InstanceArg,
+    pub(crate) instance: InstanceArg,
     /// Keep printing what the server writes, until it stops
     #[arg(short, long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
 }
 
 /// `ports` and `config`: the configuration `run` would use with the same flags.
 #[derive(Debug, Clone, Args)]
-pub struct ConfigQueryArgs {
+pub(crate) struct ConfigQueryArgs {
     /// Port to try first, as with `run --port`
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Apply the env.NAME table, as with `run --env`
     #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
     /// Print one JSON object on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options every command takes, spelled as cargo spells them.
 #[derive(Debug, Clone, Default, Args)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", global = true)]
-    pub manifest_path: Option<PathBuf>,
+    pub(crate) manifest_path: Option<PathBuf>,
     /// Package with the server
     #[arg(short, long, value_name = "NAME", global = true)]
-    pub package: Option<String>,
+    pub(crate) package: Option<String>,
     /// Coloring
     #[arg(long, value_name = "WHEN", global = true)]
-    pub color: Option<Color>,
+    pub(crate) color: Option<Color>,
     /// Do not print portguard's status lines
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Say more about each step (which ports were tried, signals)
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 /// `cargo serve-safe` and `cargo portguard run`.
@@ -246,7 +155,7 @@ pub struct CommonArgs {
     after_help = "Configuration: [package.metadata.portguard] in Cargo.toml, `.env`, and \
 the PORT, FALLBACK_PORTS, MAX_PORT_ATTEMPTS, PORT_CHECK_TIMEOUT and PORTGUARD_* variables."
 )]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Name of the bin target to run
     #[arg(
         long,
@@ -254,20 +163,20 @@ pub struct RunArgs {
         conflicts_with = "example",
         help_heading = "Target Selection"
     )]
-    pub bin: Option<String>,
+    pub(crate) bin: Option<String>,
     /// Name of the example target to run
     #[arg(long, value_name = "NAME", help_heading = "Target Selection")]
-    pub example: Option<String>,
+    pub(crate) example: Option<String>,
     /// Build in release mode, with optimizations
     #[arg(long, conflicts_with = "profile", help_heading = "Compilation Options")]
-    pub release: bool,
+    pub(crate) release: bool,
     /// Build with the given profile
     #[arg(
         long,
         value_name = "PROFILE-NAME",
         help_heading = "Compilation Options"
     )]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Space or comma separated list of features to activate
     #[arg(
         short = 'F',
@@ -275,41 +184,41 @@ pub struct RunArgs {
         value_name = "FEATURES",
         help_heading = "Feature Selection"
     )]
-    pub features: Vec<String>,
+    pub(crate) features: Vec<String>,
     /// Activate all available features
     #[arg(long, help_heading = "Feature Selection")]
-    pub all_features: bool,
+    pub(crate) all_features: bool,
     /// Do not activate the `default` feature
     #[arg(long, help_heading = "Feature Selection")]
-    pub no_default_features: bool,
+    pub(crate) no_default_features: bool,
     /// Port to try first (overrides `preferred-port` and PORT)
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     #[arg(
         long = "env",
         value_name = "NAME",
         help = "Apply the env.NAME table of [package.metadata.portguard] (or set PORTGUARD_ENV)"
     )]
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
     /// Run another copy beside the default instance, under this name
     #[arg(long, value_name = "NAME")]
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Stop a running copy of the instance first (gracefully, then by force)
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Run in the background: print the port once the server is ready, log to
     /// .portguard/INSTANCE.log
     #[arg(long)]
-    pub detach: bool,
+    pub(crate) detach: bool,
     /// With --detach, print one JSON object (a status entry) instead of the port
     #[arg(long, requires = "detach")]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Run N copies of the server accepting on one socket (socket handoff only; default: 1)
     #[arg(long, value_name = "N", value_parser = parse_replicas)]
-    pub replicas: Option<u32>,
+    pub(crate) replicas: Option<u32>,
     /// Arguments for the server itself
     #[arg(last = true, value_name = "SERVER_ARGS")]
-    pub server_args: Vec<OsString>,
+    pub(crate) server_args: Vec<OsString>,
 }
 
 /// `--replicas N`: at least one server.
@@ -345,7 +254,7 @@ fn clap_cargo_styles() -> clap::builder::Styles {
 /// Cargo passes the subcommand word first (`cargo-serve-safe serve-safe ...`); a user calling
 /// the binary directly may leave it out.
 #[must_use]
-pub fn with_subcommand_word(args: Vec<OsString>, word: &str) -> Vec<OsString> {
+pub(crate) fn with_subcommand_word(args: Vec<OsString>, word: &str) -> Vec<OsString> {
     let mut args = args;
     if args.get(1).is_none_or(|first| first != word) {
         let at = 1.min(args.len());

@@ -14,7 +14,6 @@ mod dotenv;
 mod layer;
 #[cfg(test)]
 mod props;
-pub mod report;
 #[cfg(test)]
 mod tests;
 mod value;
@@ -33,7 +32,7 @@ use value::Culprit;
 /// How the chosen port reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Handoff {
+pub(crate) enum Handoff {
     /// The server gets `PORT` and binds it itself.
     Env,
     /// portguard binds and passes the listening socket at fd 3 (systemd protocol).
@@ -42,14 +41,14 @@ pub enum Handoff {
 
 /// An inclusive port range such as `6000-6099`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
+pub(crate) struct PortRange {
+    pub(crate) start: u16,
+    pub(crate) end: u16,
 }
 
 /// Where a configuration value came from, for messages and `cargo portguard config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Default,
     /// `[workspace.metadata.portguard]` in this manifest.
     WorkspaceTable(PathBuf),
@@ -73,46 +72,46 @@ pub enum Source {
 
 /// A value and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sourced<T> {
-    pub value: T,
-    pub source: Source,
+pub(crate) struct Sourced<T> {
+    pub(crate) value: T,
+    pub(crate) source: Source,
 }
 
 /// The resolved configuration of one server package.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub preferred_port: Sourced<u16>,
-    pub fallback_ports: Sourced<Vec<u16>>,
-    pub port_range: Sourced<Option<PortRange>>,
-    pub max_attempts: Sourced<u32>,
-    pub check_timeout: Sourced<Duration>,
-    pub dynamic_port: Sourced<bool>,
-    pub host: Sourced<IpAddr>,
-    pub handoff: Sourced<Handoff>,
-    pub shutdown_timeout: Sourced<Duration>,
-    pub health_path: Sourced<Option<String>>,
-    pub ready_timeout: Sourced<Duration>,
-    pub bin: Sourced<Option<String>>,
+pub(crate) struct Config {
+    pub(crate) preferred_port: Sourced<u16>,
+    pub(crate) fallback_ports: Sourced<Vec<u16>>,
+    pub(crate) port_range: Sourced<Option<PortRange>>,
+    pub(crate) max_attempts: Sourced<u32>,
+    pub(crate) check_timeout: Sourced<Duration>,
+    pub(crate) dynamic_port: Sourced<bool>,
+    pub(crate) host: Sourced<IpAddr>,
+    pub(crate) handoff: Sourced<Handoff>,
+    pub(crate) shutdown_timeout: Sourced<Duration>,
+    pub(crate) health_path: Sourced<Option<String>>,
+    pub(crate) ready_timeout: Sourced<Duration>,
+    pub(crate) bin: Sourced<Option<String>>,
     /// The selected `env.<NAME>` table, if any.
-    pub env_name: Option<Sourced<String>>,
+    pub(crate) env_name: Option<Sourced<String>>,
 }
 
 /// Everything configuration is made of, gathered by the caller so that resolution is pure.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// `[workspace.metadata.portguard]` (the whole `workspace.metadata` value) and its manifest.
-    pub workspace_metadata: Option<(&'a serde_json::Value, &'a Path)>,
+    pub(crate) workspace_metadata: Option<(&'a serde_json::Value, &'a Path)>,
     /// `package.metadata` (the whole value) and the package's manifest.
-    pub package_metadata: Option<(&'a serde_json::Value, &'a Path)>,
+    pub(crate) package_metadata: Option<(&'a serde_json::Value, &'a Path)>,
     /// The `.env` file to read, if it exists (`<package root>/.env`).
-    pub dotenv: Option<&'a Path>,
+    pub(crate) dotenv: Option<&'a Path>,
     /// Reads a variable of the process environment.
-    pub vars: &'a dyn Fn(&str) -> Option<OsString>,
+    pub(crate) vars: &'a dyn Fn(&str) -> Option<OsString>,
     /// `--env NAME`.
-    pub env_flag: Option<&'a str>,
+    pub(crate) env_flag: Option<&'a str>,
     /// `--port N`.
-    pub port_flag: Option<u16>,
+    pub(crate) port_flag: Option<u16>,
     /// `--bin NAME`.
-    pub bin_flag: Option<&'a str>,
+    pub(crate) bin_flag: Option<&'a str>,
 }
 
 // By hand because `vars` is a closure, which has no `Debug`.
@@ -131,7 +130,7 @@ impl fmt::Debug for Inputs<'_> {
 
 /// A problem that does not stop the start, such as an unknown key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning(pub String);
+pub(crate) struct Warning(pub String);
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,7 +204,7 @@ impl Config {
     /// The ports to try, in order: the preferred port, the fallback ports, then the range;
     /// each port once (where it first appears), at most `max_attempts` of them.
     #[must_use]
-    pub fn candidates(&self) -> Vec<u16> {
+    pub(crate) fn candidates(&self) -> Vec<u16> {
         let limit = usize::try_from(self.max_attempts.value).unwrap_or(usize::MAX);
         let range = self
             .port_range
@@ -223,21 +222,72 @@ impl Config {
     }
 }
 
+/// One key of the configuration, its value as JSON, and where the value came from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Setting {
+    pub(crate) key: &'static str,
+    pub(crate) value: serde_json::Value,
+    pub(crate) source: Source,
+}
+
+/// Every key of `[package.metadata.portguard]`, in the order the contract lists them.
+#[must_use]
+pub(crate) fn settings(config: &Config) -> Vec<Setting> {
+    fn setting<T>(
+        key: &'static str,
+        sourced: &Sourced<T>,
+        value: impl Fn(&T) -> serde_json::Value,
+    ) -> Setting {
+        Setting {
+            key,
+            value: value(&sourced.value),
+            source: sourced.source.clone(),
+        }
+    }
+    let millis = |duration: &std::time::Duration| serde_json::json!(duration.as_millis());
+    vec![
+        setting("preferred-port", &config.preferred_port, |v| {
+            serde_json::json!(v)
+        }),
+        setting("fallback-ports", &config.fallback_ports, |v| {
+            serde_json::json!(v)
+        }),
+        setting("port-range", &config.port_range, |v| {
+            serde_json::json!(v.map(|range| range.to_string()))
+        }),
+        setting("max-attempts", &config.max_attempts, |v| {
+            serde_json::json!(v)
+        }),
+        setting("check-timeout-ms", &config.check_timeout, millis),
+        setting("dynamic-port", &config.dynamic_port, |v| {
+            serde_json::json!(v)
+        }),
+        setting("host", &config.host, |v| serde_json::json!(v.to_string())),
+        setting("handoff", &config.handoff, |v| {
+            serde_json::json!(v.to_string())
+        }),
+        setting("shutdown-timeout-ms", &config.shutdown_timeout, millis),
+        setting("health-path", &config.health_path, |v| serde_json::json!(v)),
+        setting("ready-timeout-ms", &config.ready_timeout, millis),
+        setting("bin", &config.bin, |v| serde_json::json!(v)),
+    ]
+}
+
 /// What a command that runs or inspects the server works with: cargo, the project, and its
 /// configuration with every layer applied.
 #[derive(Debug)]
-pub struct Loaded {
-    pub cargo: std::path::PathBuf,
-    pub project: crate::project::Project,
-    pub config: Config,
+pub(crate) struct Loaded {
+    pub(crate) cargo: std::path::PathBuf,
+    pub(crate) project: crate::project::Project,
+    pub(crate) config: Config,
 }
 
 /// The flags that take part in the configuration's precedence.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Flags<'a> {
-    pub env: Option<&'a str>,
-    pub port: Option<u16>,
-    pub bin: Option<&'a str>,
+pub(crate) struct Flags<'a> {
+    pub(crate) env: Option<&'a str>,
+    pub(crate) port: Option<u16>,
+    pub(crate) bin: Option<&'a str>,
 }
 
 /// Reads the project named by `--manifest-path` and `-p` and resolves its configuration from
@@ -246,7 +296,7 @@ pub struct Flags<'a> {
 ///
 /// # Errors
 /// Bad input of any kind, and a cargo that cannot read the project.
-pub fn load(
+pub(crate) fn load(
     vars: &dyn Fn(&str) -> Option<OsString>,
     manifest_path: Option<&Path>,
     package: Option<&str>,
@@ -280,7 +330,7 @@ pub fn load(
 ///
 /// # Errors
 /// As [`resolve`].
-pub fn from_manifests(
+pub(crate) fn from_manifests(
     project: &crate::project::Project,
     env_flag: Option<&str>,
     bin_flag: Option<&str>,
@@ -309,7 +359,7 @@ pub fn from_manifests(
 /// [`BadInput`] naming the source (manifest and key, variable, `.env` line or flag) and the bad
 /// value: a value out of range or of the wrong type, a malformed list or range, an unknown
 /// `--env`/`PORTGUARD_ENV`, a variable that is not unicode, a `.env` line that cannot be parsed.
-pub fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), BadInput> {
+pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), BadInput> {
     let mut warnings = Vec::new();
     let mut tables = |metadata: Option<(&serde_json::Value, &Path)>, scope| {
         metadata.map_or(Ok(None), |(metadata, manifest)| {

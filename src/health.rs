@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// The address a client on this machine reaches a server listening on `host` at: a wildcard
 /// host is reached on its loopback address.
 #[must_use]
-pub fn client_addr(host: IpAddr, port: u16) -> SocketAddr {
+pub(crate) fn client_addr(host: IpAddr, port: u16) -> SocketAddr {
     let ip = match host {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -20,15 +20,15 @@ pub fn client_addr(host: IpAddr, port: u16) -> SocketAddr {
 
 /// How to tell that a freshly started server is ready.
 #[derive(Debug, Clone)]
-pub struct ReadyCheck {
-    pub addr: SocketAddr,
-    pub health_path: Option<String>,
+pub(crate) struct ReadyCheck {
+    pub(crate) addr: SocketAddr,
+    pub(crate) health_path: Option<String>,
     /// The socket was bound by portguard: a connect succeeds long before the server accepts.
-    pub socket_handoff: bool,
-    pub check_timeout: Duration,
+    pub(crate) socket_handoff: bool,
+    pub(crate) check_timeout: Duration,
     /// The server's process group. In env handoff another program may hold the port that the
     /// server failed to bind; its answer must not count as our server being ready.
-    pub owner_group: Option<u32>,
+    pub(crate) owner_group: Option<u32>,
 }
 
 /// Waits until the server is ready or `cancel` is set; true when ready.
@@ -38,7 +38,7 @@ pub struct ReadyCheck {
 /// so one request is sent and its answer (or the server closing the connection) is the signal;
 /// that single connection waits in the backlog rather than polling.
 #[must_use]
-pub fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
+pub(crate) fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
     let started = Instant::now();
     if check.socket_handoff && !cancel.load(Ordering::Relaxed) {
         let path = check.health_path.as_deref().unwrap_or("/");
@@ -93,7 +93,7 @@ fn accepted(error: &std::io::Error) -> bool {
 }
 
 #[must_use]
-pub fn is_success(status: u16) -> bool {
+pub(crate) fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
@@ -102,7 +102,7 @@ pub fn is_success(status: u16) -> bool {
 ///
 /// # Errors
 /// When the connection fails, times out, or the answer is not HTTP (`InvalidData`).
-pub fn http_status(
+pub(crate) fn http_status(
     addr: SocketAddr,
     path: &str,
     timeout: Option<Duration>,

@@ -16,13 +16,18 @@ mod health;
 mod instance;
 mod os;
 mod output;
-#[doc(hidden)]
-pub mod port;
-mod ports;
+mod port;
 mod project;
-#[doc(hidden)]
-pub mod reserve;
+mod reserve;
 mod runtime;
 mod scaffold;
 mod signals;
 mod supervise;
+
+/// What `cargo bench` measures beside the peers (port selection with reservations); not an
+/// interface of its own.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::port::{NoFreePort, Selection, select};
+    pub use crate::reserve::Reservations;
+}

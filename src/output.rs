@@ -19,7 +19,7 @@ const ERROR: Style = AnsiColor::Red.on_default().bold();
 
 /// `--color` as cargo spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Color {
+pub(crate) enum Color {
     Auto,
     Always,
     Never,
@@ -29,7 +29,7 @@ pub enum Color {
 ///
 /// `--color` wins over `CARGO_TERM_COLOR`; with neither, anstream follows `NO_COLOR`,
 /// `CLICOLOR_FORCE` and whether stderr is a terminal.
-pub fn init(color: Option<Color>, quiet: bool, verbose: bool) {
+pub(crate) fn init(color: Option<Color>, quiet: bool, verbose: bool) {
     let from_cargo = std::env::var("CARGO_TERM_COLOR")
         .ok()
         .and_then(|value| <Color as clap::ValueEnum>::from_str(&value, true).ok());
@@ -44,7 +44,7 @@ pub fn init(color: Option<Color>, quiet: bool, verbose: bool) {
 }
 
 #[must_use]
-pub fn is_verbose() -> bool {
+pub(crate) fn is_verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
 }
 
@@ -52,7 +52,7 @@ pub fn is_verbose() -> bool {
 ///
 /// # Errors
 /// When stdout is closed.
-pub fn answer(text: &str) -> anyhow::Result<()> {
+pub(crate) fn answer(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -61,36 +61,36 @@ pub fn answer(text: &str) -> anyhow::Result<()> {
 }
 
 /// A status line such as `     Running http://127.0.0.1:5000`; silenced by `--quiet`.
-pub fn status(verb: &str, message: impl Display) {
+pub(crate) fn status(verb: &str, message: impl Display) {
     if !QUIET.load(Ordering::Relaxed) {
         line(VERB, &format!("{verb:>12}"), message);
     }
 }
 
 /// A status line shown only with `--verbose`.
-pub fn verbose(verb: &str, message: impl Display) {
+pub(crate) fn verbose(verb: &str, message: impl Display) {
     if is_verbose() {
         status(verb, message);
     }
 }
 
 /// `note: ...`; silenced by `--quiet`.
-pub fn note(message: impl Display) {
+pub(crate) fn note(message: impl Display) {
     if !QUIET.load(Ordering::Relaxed) {
         line(NOTE, "note:", message);
     }
 }
 
-pub fn warning(message: impl Display) {
+pub(crate) fn warning(message: impl Display) {
     line(WARNING, "warning:", message);
 }
 
-pub fn error(message: impl Display) {
+pub(crate) fn error(message: impl Display) {
     line(ERROR, "error:", message);
 }
 
 /// Prints an error and its chain of causes the way cargo does.
-pub fn error_chain(chain: &anyhow::Error) {
+pub(crate) fn error_chain(chain: &anyhow::Error) {
     error(chain);
     for cause in chain.chain().skip(1) {
         line(ERROR, "\nCaused by:\n ", cause);
@@ -116,7 +116,7 @@ fn line(style: Style, label: &str, message: impl Display) {
 /// and isolates are shown as visible escapes, so the text cannot move the cursor, retitle or
 /// clear the terminal, or make what follows read in another order.
 #[must_use]
-pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn inert(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(is_unsafe) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -139,13 +139,13 @@ pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// [`inert`] for a path, which may also hold bytes that are not UTF-8 (shown as `�`).
 #[must_use]
-pub fn inert_path(path: &std::path::Path) -> String {
+pub(crate) fn inert_path(path: &std::path::Path) -> String {
     inert(&path.to_string_lossy()).into_owned()
 }
 
 /// Formats as [`inert`] text: `format!("{}", Inert(label))`.
 #[derive(Debug, Clone, Copy)]
-pub struct Inert<'a>(pub &'a str);
+pub(crate) struct Inert<'a>(pub &'a str);
 
 impl Display for Inert<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -147,17 +147,6 @@ pub fn check(host: IpAddr, port: u16) -> PortState {
     }
 }
 
-/// Binds `host:port` for real, after the same checks as [`check`], and listens on it.
-///
-/// The socket is close-on-exec and has no `SO_REUSEPORT`, so no other process can bind the same
-/// port while it is open.
-///
-/// # Errors
-/// The state of the port when it is not free.
-pub fn bind(host: IpAddr, port: u16) -> Result<TcpListener, PortState> {
-    bind_checked(host, port, false).map_err(|state| with_holder(port, state))
-}
-
 /// Takes the first free port among `candidates` (duplicates are tried once), or, when all are
 /// taken and `dynamic` is set, a port from the OS that passes the same checks.
 ///
@@ -461,6 +450,11 @@ pub fn fill_holders(skipped: &mut [Skipped]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real bind after the same checks as [`check`], as a start makes it.
+    fn bind(host: IpAddr, port: u16) -> Result<TcpListener, PortState> {
+        bind_checked(host, port, false).map_err(|state| with_holder(port, state))
+    }
     use std::net::TcpStream;
     use std::os::fd::AsRawFd as _;
     use std::time::Instant;

@@ -14,7 +14,7 @@ mod metadata_cache;
 ///
 /// # Errors
 /// When neither gives a cargo.
-pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf> {
+pub(crate) fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf> {
     if let Some(cargo) = vars("CARGO").filter(|value| !value.is_empty()) {
         return Ok(PathBuf::from(cargo));
     }
@@ -28,7 +28,7 @@ pub fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<P
 ///
 /// # Errors
 /// As [`find_cargo`] and [`Project::locate`].
-pub fn from_options(
+pub(crate) fn from_options(
     manifest_path: Option<&Path>,
     package: Option<&str>,
     vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
@@ -41,14 +41,14 @@ pub fn from_options(
 
 /// A binary or example target that `cargo run` can start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Bin(String),
     Example(String),
 }
 
 impl Target {
     #[must_use]
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Target::Bin(name) | Target::Example(name) => name,
         }
@@ -56,7 +56,7 @@ impl Target {
 
     /// The `cargo run` arguments that select it.
     #[must_use]
-    pub fn cargo_args(&self) -> [&str; 2] {
+    pub(crate) fn cargo_args(&self) -> [&str; 2] {
         match self {
             Target::Bin(name) => ["--bin", name],
             Target::Example(name) => ["--example", name],
@@ -66,12 +66,12 @@ impl Target {
 
 /// The server package and its workspace, as `cargo metadata --no-deps` describes them.
 #[derive(Debug)]
-pub struct Project {
-    pub workspace_root: PathBuf,
+pub(crate) struct Project {
+    pub(crate) workspace_root: PathBuf,
     /// The workspace's root manifest (where `[workspace.metadata]` lives).
-    pub workspace_manifest: PathBuf,
-    pub workspace_metadata: serde_json::Value,
-    pub package: Package,
+    pub(crate) workspace_manifest: PathBuf,
+    pub(crate) workspace_metadata: serde_json::Value,
+    pub(crate) package: Package,
 }
 
 impl Project {
@@ -82,7 +82,7 @@ impl Project {
     ///
     /// # Errors
     /// When cargo cannot read the workspace, or the package cannot be told.
-    pub fn locate(
+    pub(crate) fn locate(
         cargo: &Path,
         manifest_path: Option<&Path>,
         package: Option<&str>,
@@ -127,12 +127,12 @@ impl Project {
     }
 
     #[must_use]
-    pub fn manifest_path(&self) -> &Path {
+    pub(crate) fn manifest_path(&self) -> &Path {
         self.package.manifest_path.as_std_path()
     }
 
     #[must_use]
-    pub fn package_root(&self) -> &Path {
+    pub(crate) fn package_root(&self) -> &Path {
         self.manifest_path()
             .parent()
             .unwrap_or(&self.workspace_root)
@@ -143,7 +143,11 @@ impl Project {
     ///
     /// # Errors
     /// When the package has no binary, or several and nothing says which.
-    pub fn target(&self, example: Option<&str>, bin: Option<&str>) -> Result<Target, BadInput> {
+    pub(crate) fn target(
+        &self,
+        example: Option<&str>,
+        bin: Option<&str>,
+    ) -> Result<Target, BadInput> {
         let names = |kind: TargetKind| -> Vec<&str> {
             self.package
                 .targets

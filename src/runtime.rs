@@ -26,13 +26,13 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// The per-user runtime folder, found to be a real folder of this user's with mode 0700.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeDir {
+pub(crate) struct RuntimeDir {
     path: PathBuf,
 }
 
 /// Why a path cannot be used as a private folder of this user's.
 #[derive(Debug)]
-pub struct Unfit {
+pub(crate) struct Unfit {
     path: PathBuf,
     why: Why,
 }
@@ -101,10 +101,6 @@ impl Unfit {
             why,
         }
     }
-
-    fn is_missing(&self) -> bool {
-        matches!(&self.why, Why::Io(error) if error.kind() == std::io::ErrorKind::NotFound)
-    }
 }
 
 impl RuntimeDir {
@@ -117,7 +113,7 @@ impl RuntimeDir {
     ///
     /// # Errors
     /// When neither folder can be had.
-    pub fn create(xdg_runtime_dir: Option<PathBuf>, home: Option<PathBuf>) -> Result<Self> {
+    pub(crate) fn create(xdg_runtime_dir: Option<PathBuf>, home: Option<PathBuf>) -> Result<Self> {
         let shared = shared_path(xdg_runtime_dir);
         let unfit = match make_private(&shared, true) {
             Ok(()) => return Ok(RuntimeDir { path: shared }),
@@ -139,30 +135,9 @@ impl RuntimeDir {
         Ok(RuntimeDir { path: fallback })
     }
 
-    /// The runtime folder [`RuntimeDir::create`] would use, if it exists and is private to
-    /// this user, without creating or changing anything: for commands that only look.
-    #[must_use]
-    pub fn locate(xdg_runtime_dir: Option<PathBuf>, home: Option<PathBuf>) -> Option<Self> {
-        let shared = shared_path(xdg_runtime_dir);
-        match make_private(&shared, false) {
-            Ok(()) => return Some(RuntimeDir { path: shared }),
-            // Nothing there yet, or ours but open: `create` would use it, not the fallback.
-            Err(unfit) if unfit.is_missing() || matches!(unfit.why, Why::Open { .. }) => {
-                return None;
-            }
-            Err(_) => {}
-        }
-        let home = home.filter(|home| home.is_absolute())?;
-        check_owned_folder(&home).ok()?;
-        let fallback = fallback_path(&home);
-        make_private(fallback.parent()?, false).ok()?;
-        make_private(&fallback, false).ok()?;
-        Some(RuntimeDir { path: fallback })
-    }
-
     /// The folder's path. Use [`RuntimeDir::check`] before trusting what is in it again later.
     #[must_use]
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -171,7 +146,7 @@ impl RuntimeDir {
     ///
     /// # Errors
     /// When it no longer is.
-    pub fn check(&self) -> Result<(), Unfit> {
+    pub(crate) fn check(&self) -> Result<(), Unfit> {
         make_private(&self.path, false)
     }
 
@@ -180,7 +155,12 @@ impl RuntimeDir {
     ///
     /// # Errors
     /// When the runtime folder is no longer private, or the subfolder cannot be had.
-    pub fn subdir(&self, name: &str) -> Result<PathBuf, Unfit> {
+    // Notify sockets are abstract on Linux; elsewhere they are files in a subfolder.
+    #[cfg_attr(
+        target_os = "linux",
+        allow(dead_code, reason = "only the notify socket uses it, and not on Linux")
+    )]
+    pub(crate) fn subdir(&self, name: &str) -> Result<PathBuf, Unfit> {
         self.check()?;
         let path = self.path.join(name);
         make_private(&path, true)?;
@@ -332,14 +312,9 @@ mod tests {
         assert_eq!(mode_of(dir.path()), 0o700);
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
         assert!(dir.check().is_err(), "an open folder fails the check");
-        assert!(RuntimeDir::locate(Some(parent.path().to_owned()), None).is_none());
         let again = RuntimeDir::create(Some(parent.path().to_owned()), None).unwrap();
         assert_eq!(again, dir);
         assert_eq!(mode_of(dir.path()), 0o700);
-        assert_eq!(
-            RuntimeDir::locate(Some(parent.path().to_owned()), None),
-            Some(dir.clone())
-        );
         let notify = dir.subdir("notify").unwrap();
         assert_eq!(mode_of(&notify), 0o700);
     }
@@ -356,10 +331,6 @@ mod tests {
         for level in [".cache/portguard", ".cache/portguard/run"] {
             assert_eq!(mode_of(&home.path().join(level)), 0o700, "{level}");
         }
-        assert_eq!(
-            RuntimeDir::locate(Some(parent.path().to_owned()), Some(home.path().to_owned())),
-            Some(dir)
-        );
         let without_home = RuntimeDir::create(Some(parent.path().to_owned()), None);
         let error = without_home.unwrap_err().to_string();
         assert!(error.contains("is a symbolic link"), "{error}");

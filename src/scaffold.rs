@@ -16,12 +16,10 @@ use anyhow::{Context as _, Result};
 use cargo_metadata::TargetKind;
 use toml_edit::Value;
 
-use crate::cli::{CommonArgs, Framework, InitArgs};
 use crate::config::{self, Config, Handoff};
-use crate::context::Context;
 use crate::exit_codes;
 use crate::output;
-use crate::project::{self, Project};
+use crate::project::Project;
 
 use files::Change;
 use manifest::{LocalManifest, Setting};
@@ -34,34 +32,61 @@ const ALIASES: [(&str, &str); 4] = [
     ("status", "portguard status"),
 ];
 
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct InitArgs {
+    /// Framework the startup glue is written for [default: detected from the dependencies]
+    #[arg(long, value_enum)]
+    pub(crate) framework: Option<Framework>,
+    /// Where the glue goes, relative to the package root
+    #[arg(long, value_name = "PATH", default_value = "src/portguard.rs")]
+    pub(crate) glue_path: PathBuf,
+    /// Also add a build script that bakes the configured host and port into the binary
+    #[arg(long)]
+    pub(crate) build_rs: bool,
+    /// Print every change as a unified diff and write nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Regenerate the glue (and the build-script module) even where they exist, and write
+    /// through symbolic links that lead out of the project
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// The server frameworks `init` writes glue for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Framework {
+    /// `std::net::TcpListener`
+    Std,
+    /// `tokio::net::TcpListener`
+    Tokio,
+    /// axum on tokio, with graceful shutdown
+    Axum,
+    /// actix-web's `HttpServer::listen`
+    #[value(name = "actix-web")]
+    ActixWeb,
+}
+
 /// `cargo portguard init`.
 ///
 /// # Errors
 /// Bad input (a package that cannot be told, bad values already in Cargo.toml: exit 2), and
 /// files that cannot be read or written (nothing is written then).
-pub(crate) fn init(context: &Context, common: &CommonArgs, args: &InitArgs) -> Result<i32> {
-    let (_, project) = project::from_options(
-        common.manifest_path.as_deref(),
-        common.package.as_deref(),
-        &context.vars(),
-        // init is about to change the manifests: it asks cargo afresh.
-        None,
-    )?;
-    let config = config::from_manifests(&project, None, None)?;
-    let framework = args.framework.unwrap_or_else(|| detect_framework(&project));
+pub(crate) fn init(project: &Project, args: &InitArgs) -> Result<i32> {
+    let config = config::from_manifests(project, None, None)?;
+    let framework = args.framework.unwrap_or_else(|| detect_framework(project));
     let mut notes = Vec::new();
     let mut changes = vec![
-        manifest_change(&project, &config, args.build_rs, &mut notes)?,
-        env_change(&project, ".env.example", &config, dotfiles::env_example)?,
-        env_change(&project, ".env", &config, dotfiles::env_file)?,
-        aliases_change(&project)?,
+        manifest_change(project, &config, args.build_rs, &mut notes)?,
+        env_change(project, ".env.example", &config, dotfiles::env_example)?,
+        env_change(project, ".env", &config, dotfiles::env_file)?,
+        aliases_change(project)?,
         text_change(project.workspace_root.join(".gitignore"), |existing| {
             (dotfiles::gitignore(existing), "`.portguard/`".to_owned())
         })?,
     ];
-    changes.extend(glue_change(&project, &config, framework, args, &mut notes)?);
+    changes.extend(glue_change(project, &config, framework, args, &mut notes)?);
     if args.build_rs {
-        changes.extend(build_changes(&project, args.force, &mut notes)?);
+        changes.extend(build_changes(project, args.force, &mut notes)?);
     }
     changes.retain(Change::changes_anything);
 

@@ -5,10 +5,10 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 /// Ctrl-C, `kill` and a closed terminal all mean "stop the server gracefully".
-pub const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+pub(crate) const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 
 /// Stop the server and start it again, as nodemon and the seed's scripts do.
-pub const RESTART: i32 = SIGUSR2;
+pub(crate) const RESTART: i32 = SIGUSR2;
 
 /// Calls `deliver` with each of `signals` as it arrives, from a background thread.
 ///
@@ -16,7 +16,7 @@ pub const RESTART: i32 = SIGUSR2;
 ///
 /// # Errors
 /// When the handlers cannot be installed.
-pub fn listen(
+pub(crate) fn listen(
     signals: &[i32],
     deliver: impl Fn(i32) + Send + 'static,
 ) -> Result<signal_hook::iterator::Handle> {
@@ -35,7 +35,7 @@ pub fn listen(
 
 /// A signal's conventional name, for messages.
 #[must_use]
-pub fn name(signal: i32) -> String {
+pub(crate) fn name(signal: i32) -> String {
     signal_hook::low_level::signal_name(signal)
         .map_or_else(|| format!("signal {signal}"), str::to_owned)
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portguard::port;
-use portguard::reserve::Reservations;
+use portguard::bench as port;
+use portguard::bench::Reservations;
 
 use super::Plan;
 use crate::common::{Peers, Row, Stats};

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Map, Value, json};
 
-use super::report::settings;
+use super::settings;
 use super::{Config, Inputs, PortRange, Source, Sourced, Warning, dotenv, resolve};
 
 const WS: &str = "/w/Cargo.toml";

@@ -9,9 +9,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::DeployTarget;
 use super::escape::{self, exec_form};
 use super::{Deployment, Generated};
-use crate::cli::DeployTarget;
 use crate::exit_codes::BadInput;
 
 /// The Debian release both stages are based on.

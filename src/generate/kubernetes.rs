@@ -7,9 +7,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::DeployTarget;
 use super::escape::{yaml_name, yaml_quoted};
 use super::{Deployment, Generated, ceil_seconds};
-use crate::cli::DeployTarget;
 use crate::exit_codes::BadInput;
 
 pub(super) fn render(deployment: &Deployment, dir: &Path) -> Result<Vec<Generated>, BadInput> {

@@ -8,9 +8,9 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::DeployTarget;
 use super::escape::{self, unit_text};
 use super::{Deployment, Generated, Input};
-use crate::cli::DeployTarget;
 use crate::exit_codes::BadInput;
 
 pub(super) fn render(deployment: &Deployment, dir: &Path) -> Result<Vec<Generated>, BadInput> {
@@ -59,7 +59,7 @@ fn exec_start(deployment: &Deployment) -> Result<String, BadInput> {
 
 /// `ListenStream=` as systemd writes an address: IPv6 in brackets.
 #[must_use]
-pub fn listen_stream(host: IpAddr, port: u16) -> String {
+pub(crate) fn listen_stream(host: IpAddr, port: u16) -> String {
     match host {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),

@@ -31,9 +31,9 @@ const MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What a stored answer was for: the cargo that gave it and the manifest it was asked about.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
-pub struct Question {
-    pub cargo: PathBuf,
-    pub manifest: PathBuf,
+pub(crate) struct Question {
+    pub(crate) cargo: PathBuf,
+    pub(crate) manifest: PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,7 +52,7 @@ struct Entry {
 }
 
 /// The stored answer to `question`, if every fingerprinted path is as it was.
-pub fn load(dir: &RuntimeDir, question: &Question) -> Option<Metadata> {
+pub(crate) fn load(dir: &RuntimeDir, question: &Question) -> Option<Metadata> {
     dir.check().ok()?;
     let bytes = read_own_file(&entry_path(dir.path(), question))?;
     let entry: Entry = serde_json::from_slice(&bytes).ok()?;
@@ -91,7 +91,7 @@ fn read_own_file(path: &Path) -> Option<Vec<u8>> {
 
 /// Keeps `metadata` as the answer to `question`. Best effort: a start never fails because the
 /// cache cannot be written; the next one just asks cargo again.
-pub fn store(dir: &RuntimeDir, question: Question, metadata: &Metadata) {
+pub(crate) fn store(dir: &RuntimeDir, question: Question, metadata: &Metadata) {
     if dir.check().is_err() {
         return;
     }

@@ -3,11 +3,11 @@
 use std::fmt::Write as _;
 
 /// The seed's `.env` keys with the values of the configuration they override.
-pub struct EnvDefaults {
-    pub port: u16,
-    pub fallback_ports: Vec<u16>,
-    pub max_attempts: u32,
-    pub check_timeout_ms: u128,
+pub(crate) struct EnvDefaults {
+    pub(crate) port: u16,
+    pub(crate) fallback_ports: Vec<u16>,
+    pub(crate) max_attempts: u32,
+    pub(crate) check_timeout_ms: u128,
 }
 
 impl EnvDefaults {
@@ -36,7 +36,7 @@ impl EnvDefaults {
 
 /// `.env.example`: every key, set, for people to copy from.
 #[must_use]
-pub fn env_example(existing: Option<&str>, defaults: &EnvDefaults) -> String {
+pub(crate) fn env_example(existing: Option<&str>, defaults: &EnvDefaults) -> String {
     let header =
         "# portguard reads these from `.env` (they override [package.metadata.portguard]).\n";
     append_missing(existing, header, defaults, false)
@@ -45,7 +45,7 @@ pub fn env_example(existing: Option<&str>, defaults: &EnvDefaults) -> String {
 /// `.env`: missing keys are added commented out, so that Cargo.toml stays the one place the
 /// port is configured until someone decides otherwise; existing lines are never touched.
 #[must_use]
-pub fn env_file(existing: Option<&str>, defaults: &EnvDefaults) -> String {
+pub(crate) fn env_file(existing: Option<&str>, defaults: &EnvDefaults) -> String {
     let header =
         "# portguard: uncomment to override [package.metadata.portguard] on this machine.\n";
     append_missing(existing, header, defaults, true)
@@ -53,7 +53,7 @@ pub fn env_file(existing: Option<&str>, defaults: &EnvDefaults) -> String {
 
 /// The seed's keys that `existing` does not mention yet.
 #[must_use]
-pub fn missing_keys(existing: Option<&str>) -> Vec<&'static str> {
+pub(crate) fn missing_keys(existing: Option<&str>) -> Vec<&'static str> {
     let text = existing.unwrap_or_default();
     [
         "PORT",
@@ -107,7 +107,7 @@ fn mentions(text: &str, key: &str) -> bool {
 
 /// `.gitignore` with `.portguard/` in it.
 #[must_use]
-pub fn gitignore(existing: Option<&str>) -> String {
+pub(crate) fn gitignore(existing: Option<&str>) -> String {
     let mut text = existing.unwrap_or_default().to_owned();
     let ignored = text.lines().map(str::trim).any(|line| {
         matches!(

@@ -14,23 +14,23 @@ use crate::os;
 
 /// One file's new text, and what it had before (`None`: it does not exist yet).
 #[derive(Debug, Clone)]
-pub struct Change {
-    pub path: PathBuf,
-    pub before: Option<String>,
-    pub after: String,
+pub(crate) struct Change {
+    pub(crate) path: PathBuf,
+    pub(crate) before: Option<String>,
+    pub(crate) after: String,
     /// For people: what changes, such as "aliases dev-safe, stop".
-    pub summary: String,
+    pub(crate) summary: String,
 }
 
 impl Change {
     #[must_use]
-    pub fn changes_anything(&self) -> bool {
+    pub(crate) fn changes_anything(&self) -> bool {
         self.before.as_deref() != Some(self.after.as_str())
     }
 
     /// A unified diff of the change, paths shown relative to `root`.
     #[must_use]
-    pub fn diff(&self, root: &Path) -> String {
+    pub(crate) fn diff(&self, root: &Path) -> String {
         let shown = self
             .path
             .strip_prefix(root)
@@ -60,7 +60,7 @@ pub(crate) const READ_LIMIT: u64 = 4 * 1024 * 1024;
 /// # Errors
 /// When the file exists but cannot be read; the message names it. A FIFO, socket, device or
 /// folder where the file should be, or a file over [`READ_LIMIT`], is bad input (exit 2).
-pub fn read_optional(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     let Some(bytes) = read_bytes(path)? else {
         return Ok(None);
     };
@@ -123,9 +123,9 @@ fn too_large(path: &Path) -> BadInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OutsideLink {
     /// The link itself: the file, or a folder on the way to it.
-    pub link: PathBuf,
+    pub(crate) link: PathBuf,
     /// Where it leads, every link on the way followed.
-    pub target: PathBuf,
+    pub(crate) target: PathBuf,
 }
 
 /// The symbolic links that writing `paths` would go through and that lead out of `root`: for
@@ -219,7 +219,7 @@ fn parts(path: &Path) -> impl Iterator<Item = OsString> + '_ {
 ///
 /// # Errors
 /// When any file cannot be written; the message names it.
-pub fn apply(changes: &[Change]) -> Result<()> {
+pub(crate) fn apply(changes: &[Change]) -> Result<()> {
     let mut created_dirs = Vec::new();
     let staged = stage(changes, &mut created_dirs);
     let staged = match staged {

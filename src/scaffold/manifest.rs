@@ -8,19 +8,19 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
 /// A TOML file being edited: its path, its text as read, and the document.
 #[derive(Debug)]
-pub struct LocalManifest {
-    pub path: PathBuf,
+pub(crate) struct LocalManifest {
+    pub(crate) path: PathBuf,
     /// `None` when the file does not exist yet.
-    pub original: Option<String>,
+    pub(crate) original: Option<String>,
     doc: DocumentMut,
 }
 
 /// One key portguard adds to its metadata table, with the comment that explains it.
 #[derive(Debug, Clone)]
-pub struct Setting {
-    pub key: &'static str,
-    pub value: Value,
-    pub comment: &'static str,
+pub(crate) struct Setting {
+    pub(crate) key: &'static str,
+    pub(crate) value: Value,
+    pub(crate) comment: &'static str,
 }
 
 impl LocalManifest {
@@ -28,7 +28,7 @@ impl LocalManifest {
     ///
     /// # Errors
     /// When the file cannot be read (or is no regular file, or too large) or is not TOML.
-    pub fn read(path: &Path) -> Result<Self> {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
         let original = super::files::read_optional(path)?;
         let doc = original
             .as_deref()
@@ -44,14 +44,14 @@ impl LocalManifest {
 
     /// The text as it would be written now, in the file's own line endings.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         same_line_endings(self.original.as_deref(), self.doc.to_string())
     }
 
     /// Adds `[package.metadata.portguard]` with those `settings` whose key is neither there
     /// already nor in `skip` (keys the workspace table sets, which a package value would
     /// shadow). Returns the keys added; the user's values are never changed.
-    pub fn add_portguard_settings(
+    pub(crate) fn add_portguard_settings(
         &mut self,
         settings: &[Setting],
         skip: &[String],
@@ -108,7 +108,7 @@ impl LocalManifest {
 
     /// Adds `[build-dependencies] NAME = "VERSION"` unless the package has that dependency.
     /// Returns whether it was added.
-    pub fn add_build_dependency(&mut self, name: &str, version: &str) -> bool {
+    pub(crate) fn add_build_dependency(&mut self, name: &str, version: &str) -> bool {
         let table = self
             .doc
             .entry("build-dependencies")
@@ -125,7 +125,7 @@ impl LocalManifest {
 
     /// Adds `[alias] NAME = "COMMAND"` for each alias that is missing. An alias that exists with
     /// another meaning is left alone and returned, with what it means now.
-    pub fn add_aliases(
+    pub(crate) fn add_aliases(
         &mut self,
         aliases: &[(&'static str, &'static str)],
     ) -> (Vec<&'static str>, Vec<(String, String)>) {
@@ -158,7 +158,7 @@ impl LocalManifest {
 /// `text` with CRLF line endings when `original` has them: the lines portguard adds must not
 /// be the only ones that differ, nor turn the rest of a Windows-edited file into LF.
 #[must_use]
-pub fn same_line_endings(original: Option<&str>, text: String) -> String {
+pub(crate) fn same_line_endings(original: Option<&str>, text: String) -> String {
     if original.is_some_and(|original| original.contains("\r\n")) {
         text.replace("\r\n", "\n").replace('\n', "\r\n")
     } else {
@@ -177,7 +177,7 @@ fn alias_words(item: &Item) -> Vec<&str> {
 
 /// A TOML array of ports, for a setting.
 #[must_use]
-pub fn port_array(ports: &[u16]) -> Value {
+pub(crate) fn port_array(ports: &[u16]) -> Value {
     Value::Array(ports.iter().map(|&port| i64::from(port)).collect::<Array>())
 }
 

@@ -1,7 +1,7 @@
 //! The files `init` generates, kept as real Rust in `templates/` so they are read, reviewed and
 //! compiled like any other code, and filled in by plain substitution.
 
-use crate::cli::Framework;
+use super::Framework;
 
 const STD: &str = include_str!("../../templates/glue/std.rs");
 /// tokio and axum take the same glue; only its header says how it is used.
@@ -9,17 +9,17 @@ const TOKIO_BASED: &str = include_str!("../../templates/glue/tokio-based.rs");
 const ACTIX_WEB: &str = include_str!("../../templates/glue/actix-web.rs");
 
 /// A block for a build script: `include!("portguard_build.rs");` runs it.
-pub const BUILD_MODULE: &str = include_str!("../../templates/build/portguard_build.rs");
+pub(crate) const BUILD_MODULE: &str = include_str!("../../templates/build/portguard_build.rs");
 /// A whole build script that only runs the block.
-pub const BUILD_SCRIPT: &str = include_str!("../../templates/build/build.rs");
+pub(crate) const BUILD_SCRIPT: &str = include_str!("../../templates/build/build.rs");
 /// The file name the block is written under, beside the build script.
-pub const BUILD_MODULE_FILE: &str = "portguard_build.rs";
+pub(crate) const BUILD_MODULE_FILE: &str = "portguard_build.rs";
 /// What the block needs to read Cargo.toml at build time.
-pub const BUILD_DEPENDENCY: (&str, &str) = ("toml", "1");
+pub(crate) const BUILD_DEPENDENCY: (&str, &str) = ("toml", "1");
 
 /// The startup glue for `framework`, with the configured defaults baked in.
 #[must_use]
-pub fn glue(framework: Framework, host: &str, port: u16) -> String {
+pub(crate) fn glue(framework: Framework, host: &str, port: u16) -> String {
     let template = match framework {
         Framework::Std => STD.to_owned(),
         Framework::Tokio => TOKIO_BASED
@@ -44,7 +44,7 @@ pub fn glue(framework: Framework, host: &str, port: u16) -> String {
 
 /// The lines a user adds to `main.rs` to use the glue.
 #[must_use]
-pub fn main_rs_lines(framework: Framework) -> &'static str {
+pub(crate) fn main_rs_lines(framework: Framework) -> &'static str {
     match framework {
         Framework::Std => {
             "mod portguard;\n\

@@ -22,7 +22,7 @@ use crate::runtime::RuntimeDir;
 
 /// A bound notify socket; dropping it removes its file, if it has one.
 #[derive(Debug)]
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     socket: UnixDatagram,
     /// `NOTIFY_SOCKET` as the server gets it: a path, or `@name` for an abstract address.
     address: OsString,
@@ -32,7 +32,7 @@ pub struct NotifySocket {
 impl NotifySocket {
     /// A socket of this supervisor's own, or `None` after a warning when none can be bound.
     #[must_use]
-    pub fn bind(runtime: &RuntimeDir) -> Option<Self> {
+    pub(crate) fn bind(runtime: &RuntimeDir) -> Option<Self> {
         match bind_socket(runtime) {
             Ok(socket) => Some(socket),
             Err(error) => {
@@ -46,7 +46,7 @@ impl NotifySocket {
 
     /// The value of `NOTIFY_SOCKET`.
     #[must_use]
-    pub fn address(&self) -> &OsStr {
+    pub(crate) fn address(&self) -> &OsStr {
         &self.address
     }
 }

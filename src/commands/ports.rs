@@ -23,7 +23,7 @@ use crate::runtime::RuntimeDir;
 
 /// What a candidate port is now, as `ports` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CandidateState {
+pub(crate) enum CandidateState {
     /// `serve-safe` could take it.
     Free,
     /// Another socket listens on it; `holder` is who, where that could be found out.
@@ -40,7 +40,7 @@ pub enum CandidateState {
 impl CandidateState {
     /// The state as the STATE column and the JSON `state` field spell it.
     #[must_use]
-    pub fn name(&self, json: bool) -> &'static str {
+    pub(crate) fn name(&self, json: bool) -> &'static str {
         match self {
             CandidateState::Free => "free",
             CandidateState::Busy { .. } => "busy",
@@ -83,14 +83,14 @@ impl From<PortState> for CandidateState {
 
 /// One candidate port and its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub port: u16,
-    pub state: CandidateState,
+pub(crate) struct Candidate {
+    pub(crate) port: u16,
+    pub(crate) state: CandidateState,
 }
 
 /// What `serve-safe` would do with these candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
+pub(crate) enum Pick {
     /// This candidate, the first free one.
     Port(u16),
     /// A port from the OS: no candidate is free and `dynamic-port` is on.
@@ -101,16 +101,16 @@ pub enum Pick {
 
 /// The survey of one configuration's candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Survey {
-    pub host: IpAddr,
-    pub candidates: Vec<Candidate>,
-    pub dynamic_port: bool,
+pub(crate) struct Survey {
+    pub(crate) host: IpAddr,
+    pub(crate) candidates: Vec<Candidate>,
+    pub(crate) dynamic_port: bool,
 }
 
 /// The hook for per-user port reservations: which other portguard instance holds `port` in
 /// the runtime folder `dir`, if one does (see [`crate::reserve`]).
 #[must_use]
-pub fn reservation_holder(dir: Option<&RuntimeDir>, port: u16) -> Option<String> {
+pub(crate) fn reservation_holder(dir: Option<&RuntimeDir>, port: u16) -> Option<String> {
     port::reservation_holder(dir, port)
 }
 
@@ -118,7 +118,7 @@ pub fn reservation_holder(dir: Option<&RuntimeDir>, port: u16) -> Option<String>
 /// another portguard (`reserved` names the instance) is reserved, whatever its sockets; every
 /// other port is checked for a bind, and a busy port's holder looked up.
 #[must_use]
-pub fn survey(config: &Config, reserved: impl Fn(u16) -> Option<String>) -> Survey {
+pub(crate) fn survey(config: &Config, reserved: impl Fn(u16) -> Option<String>) -> Survey {
     let host = config.host.value;
     let candidates = config
         .candidates()
@@ -144,7 +144,7 @@ impl Survey {
     /// The port `serve-safe` would take: the first free candidate, else one from the OS if
     /// `dynamic-port` allows it.
     #[must_use]
-    pub fn pick(&self) -> Pick {
+    pub(crate) fn pick(&self) -> Pick {
         let free = self
             .candidates
             .iter()
@@ -158,7 +158,7 @@ impl Survey {
 
     /// The table (`PORT  STATE  HOLDER`) and a line saying what `serve-safe` would take.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let rows: Vec<[String; 3]> = self
             .candidates
             .iter()
@@ -206,7 +206,7 @@ impl Survey {
 
     /// The `--json` answer.
     #[must_use]
-    pub fn to_json(&self) -> Json {
+    pub(crate) fn to_json(&self) -> Json {
         Json {
             host: self.host.to_string(),
             candidates: self.candidates.iter().map(JsonCandidate::from).collect(),
@@ -222,29 +222,29 @@ impl Survey {
 /// `ports --json`: `would_use` is null when no candidate is free; `dynamic_port` then tells
 /// whether `serve-safe` would take a port from the OS or fail.
 #[derive(Debug, Serialize)]
-pub struct Json {
-    pub host: String,
-    pub candidates: Vec<JsonCandidate>,
-    pub would_use: Option<u16>,
-    pub dynamic_port: bool,
+pub(crate) struct Json {
+    pub(crate) host: String,
+    pub(crate) candidates: Vec<JsonCandidate>,
+    pub(crate) would_use: Option<u16>,
+    pub(crate) dynamic_port: bool,
 }
 
 /// One candidate in `ports --json`.
 #[derive(Debug, Serialize)]
-pub struct JsonCandidate {
-    pub port: u16,
-    pub state: &'static str,
+pub(crate) struct JsonCandidate {
+    pub(crate) port: u16,
+    pub(crate) state: &'static str,
     /// The portguard instance that reserved the port.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
+    pub(crate) by: Option<String>,
     /// The process listening on a busy or reserved port, when it could be found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
     /// Why an unavailable port cannot be had.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 impl From<&Candidate> for JsonCandidate {
@@ -284,6 +284,7 @@ impl From<&Candidate> for JsonCandidate {
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
 pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryArgs) -> Result<i32> {
+    // Without a private runtime folder there is no cache, and cargo is asked each time.
     let cache = context.runtime_dir().ok();
     let crate::config::Loaded {
         project: _project,

@@ -13,51 +13,14 @@ use anyhow::{Context as _, Result};
 use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Value, json};
 
-use super::{Config, Source, Sourced};
 use crate::cli::{CommonArgs, ConfigQueryArgs};
+use crate::config::{Config, Setting, Source, settings};
 use crate::context::Context;
 use crate::exit_codes;
 
-/// One key of the configuration, its value as JSON, and where the value came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Setting {
-    pub key: &'static str,
-    pub value: Value,
-    pub source: Source,
-}
-
-/// Every key of `[package.metadata.portguard]`, in the order the contract lists them.
-#[must_use]
-pub fn settings(config: &Config) -> Vec<Setting> {
-    fn setting<T>(key: &'static str, sourced: &Sourced<T>, value: impl Fn(&T) -> Value) -> Setting {
-        Setting {
-            key,
-            value: value(&sourced.value),
-            source: sourced.source.clone(),
-        }
-    }
-    let millis = |duration: &std::time::Duration| json!(duration.as_millis());
-    vec![
-        setting("preferred-port", &config.preferred_port, |v| json!(v)),
-        setting("fallback-ports", &config.fallback_ports, |v| json!(v)),
-        setting("port-range", &config.port_range, |v| {
-            json!(v.map(|range| range.to_string()))
-        }),
-        setting("max-attempts", &config.max_attempts, |v| json!(v)),
-        setting("check-timeout-ms", &config.check_timeout, millis),
-        setting("dynamic-port", &config.dynamic_port, |v| json!(v)),
-        setting("host", &config.host, |v| json!(v.to_string())),
-        setting("handoff", &config.handoff, |v| json!(v.to_string())),
-        setting("shutdown-timeout-ms", &config.shutdown_timeout, millis),
-        setting("health-path", &config.health_path, |v| json!(v)),
-        setting("ready-timeout-ms", &config.ready_timeout, millis),
-        setting("bin", &config.bin, |v| json!(v)),
-    ]
-}
-
 /// A value as Cargo.toml spells it (`5000`, `"socket"`, `[5001, 5002]`); `none` for no value.
 #[must_use]
-pub fn toml_value(value: &Value) -> String {
+pub(crate) fn toml_value(value: &Value) -> String {
     match value {
         Value::Null => "none".to_owned(),
         Value::Array(items) => {
@@ -75,7 +38,7 @@ const ALIGN_AT_MOST: usize = 40;
 /// The human answer: a comment naming the package, then `key = value    (source)` lines, the
 /// selected environment first; the sources line up, at least four spaces after the value.
 #[must_use]
-pub fn render(package: &str, manifest: &Path, config: &Config) -> String {
+pub(crate) fn render(package: &str, manifest: &Path, config: &Config) -> String {
     let mut lines: Vec<(String, String)> = Vec::new();
     if let Some(env) = &config.env_name {
         lines.push((
@@ -107,10 +70,10 @@ pub fn render(package: &str, manifest: &Path, config: &Config) -> String {
 
 /// The `--json` answer.
 #[derive(Debug)]
-pub struct Report<'a> {
-    pub package: &'a str,
-    pub manifest: &'a Path,
-    pub config: &'a Config,
+pub(crate) struct Report<'a> {
+    pub(crate) package: &'a str,
+    pub(crate) manifest: &'a Path,
+    pub(crate) config: &'a Config,
 }
 
 impl Serialize for Report<'_> {
@@ -202,6 +165,7 @@ pub(crate) fn config(
     common: &CommonArgs,
     args: &ConfigQueryArgs,
 ) -> Result<i32> {
+    // Without a private runtime folder there is no cache, and cargo is asked each time.
     let cache = context.runtime_dir().ok();
     let crate::config::Loaded {
         project, config, ..
@@ -237,7 +201,7 @@ pub(crate) fn config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Handoff, PortRange};
+    use crate::config::{Handoff, PortRange, Sourced};
     use std::path::PathBuf;
 
     fn from<T>(value: T, source: Source) -> Sourced<T> {
