@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod deploy;
 mod detach;
+mod docs;
 mod examples;
 mod faults;
 mod fixture_smoke;
