@@ -3,10 +3,10 @@
 //!
 //! A `console` code block is a list of `$ COMMAND` lines, each followed by the output it must
 //! print (stdout and stderr together, as a terminal shows them). In the expected output `[..]`
-//! stands for any text within a line, `...` on a line of its own for any number of lines, and `[ROOT]`
-//! for the folder the block runs in. A block runs in one `sh` session, so `cd` and variables
-//! carry over from one command to the next, with `cargo` on PATH finding the `cargo-serve-safe`
-//! and `cargo-portguard` under test:
+//! stands for any text within a line, `...` on a line of its own for any number of lines, and
+//! `[ROOT]` for the folder the block runs in. A block runs in one `sh` session, so `cd` and
+//! variables carry over from one command to the next, with `cargo` on PATH finding the
+//! `cargo-serve-safe` and `cargo-portguard` under test:
 //!
 //! - in a fresh copy of `examples/hello-server`, or, when its first command is `cargo new`, in
 //!   an empty folder;
@@ -431,7 +431,8 @@ fn the_port_a_block_was_given_reads_as_the_documented_one() {
 
 #[test]
 fn pages_list_their_blocks_with_lines() {
-    let page = "text\n\n- a list\n\n  ```console\n  $ cargo portguard \\\n      status\n  no instance is running here\n  ```\n";
+    let page = "text\n\n- a list\n\n  ```console\n  $ cargo portguard \\\n      status\n  \
+                no instance is running here\n  ```\n";
     let blocks = console_blocks(page).expect("a valid page");
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].line, 5);
