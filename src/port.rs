@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::os;
+pub use crate::os::Holder;
 use crate::output::Inert;
 use crate::reserve::{Claim, Reservation, Reservations};
 
@@ -62,25 +63,6 @@ impl fmt::Display for PortState {
             PortState::NotPermitted => f.write_str("not permitted"),
             PortState::Unavailable(why) => write!(f, "unavailable: {why}"),
             PortState::Reserved { by } => write!(f, "reserved by {}", Inert(by)),
-        }
-    }
-}
-
-/// The process listening on a busy port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    /// Its command line, arguments joined with spaces, control characters replaced; may be
-    /// empty when the process could not be inspected beyond its pid.
-    pub command: String,
-}
-
-impl fmt::Display for Holder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.command.is_empty() {
-            write!(f, "pid {}", self.pid)
-        } else {
-            write!(f, "pid {} `{}`", self.pid, Inert(&self.command))
         }
     }
 }

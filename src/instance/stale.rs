@@ -85,7 +85,7 @@ fn socket_holders(record: &Record, groups: &[u32]) -> Escaped {
         return Escaped::default();
     };
     let me = rustix::process::geteuid().as_raw();
-    let holders: Vec<os::SocketHolder> = os::socket_holders(inode, me)
+    let holders: Vec<os::Holder> = os::socket_holders(inode, me)
         .into_iter()
         .filter(|holder| holder.pid != std::process::id())
         .filter(|holder| os::process_group(holder.pid).is_none_or(|group| !groups.contains(&group)))
@@ -94,10 +94,7 @@ fn socket_holders(record: &Record, groups: &[u32]) -> Escaped {
         return Escaped::default();
     }
     let pids: Vec<u32> = holders.iter().map(|holder| holder.pid).collect();
-    let names: Vec<String> = holders
-        .iter()
-        .map(|holder| format!("{} `{}`", holder.pid, output::inert(&holder.command)))
-        .collect();
+    let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
     output::warning(format!(
         "{} still hold the socket the crashed run was given (port {}): {}; ending them",
         processes(&pids),

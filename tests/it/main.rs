@@ -11,6 +11,7 @@ mod examples;
 mod faults;
 mod fixture_smoke;
 mod generate;
+mod layers;
 mod lock;
 mod port;
 mod ports;

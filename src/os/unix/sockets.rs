@@ -11,7 +11,29 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::port::Holder;
+/// A process found holding a port or a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Its command line, arguments joined with spaces, control characters replaced; may be
+    /// empty when the process could not be inspected beyond its pid.
+    pub command: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.command.is_empty() {
+            write!(f, "pid {}", self.pid)
+        } else {
+            write!(
+                f,
+                "pid {} `{}`",
+                self.pid,
+                crate::output::Inert(&self.command)
+            )
+        }
+    }
+}
 
 /// Whether the sockets that only test a port set `SO_REUSEADDR`.
 ///
@@ -77,20 +99,12 @@ pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from(stat.st_ino))
 }
 
-/// A process that has a given socket open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketHolder {
-    pub pid: u32,
-    /// Its command line, made safe to print.
-    pub command: String,
-}
-
 /// Every process owned by `uid` that has the socket `inode` open, sorted by pid.
 ///
 /// Processes of other users are never looked into, and a process that cannot be inspected is
 /// skipped. Empty on systems without `/proc`, where a socket's inode names nothing.
 #[must_use]
-pub fn socket_holders(inode: u64, uid: u32) -> Vec<SocketHolder> {
+pub fn socket_holders(inode: u64, uid: u32) -> Vec<Holder> {
     #[cfg(target_os = "linux")]
     {
         procfs::socket_holders(inode, uid)
@@ -136,8 +150,7 @@ mod procfs {
     use std::path::Path;
     use std::time::Instant;
 
-    use super::{LOOKUP_BUDGET, SocketHolder, printable_command};
-    use crate::port::Holder;
+    use super::{Holder, LOOKUP_BUDGET, printable_command};
 
     /// `TCP_LISTEN` as `/proc/net/tcp` prints it.
     const LISTEN_STATE: &str = "0A";
@@ -205,7 +218,7 @@ mod procfs {
         found
     }
 
-    pub(super) fn socket_holders(inode: u64, uid: u32) -> Vec<SocketHolder> {
+    pub(super) fn socket_holders(inode: u64, uid: u32) -> Vec<Holder> {
         let mut found = Vec::new();
         let Ok(processes) = fs::read_dir("/proc") else {
             return found;
@@ -223,7 +236,7 @@ mod procfs {
                 continue;
             }
             if socket_inodes(&process.path()).contains(&inode) {
-                found.push(SocketHolder {
+                found.push(Holder {
                     pid,
                     command: command_of(&process.path()),
                 });
@@ -313,8 +326,7 @@ mod lsof {
     use std::process::Command;
     use std::time::Instant;
 
-    use super::{LOOKUP_BUDGET, output_within, printable_command};
-    use crate::port::Holder;
+    use super::{Holder, LOOKUP_BUDGET, output_within, printable_command};
 
     pub(super) fn holders(ports: &[u16]) -> HashMap<u16, Holder> {
         let Ok(lsof) = which::which("lsof") else {
