@@ -19,6 +19,7 @@ mod reserve;
 mod runtime;
 mod scaffold;
 mod scaffold_run;
+mod security;
 mod status;
 mod stop;
 mod supervise;
