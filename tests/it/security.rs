@@ -5,6 +5,7 @@
 //! file or folder it refused, and leaves nothing running.
 
 use std::fs;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -616,4 +617,194 @@ fn a_bad_log_file_never_hangs_or_is_read_whole() {
 #[test]
 fn a_bad_ended_file_never_hangs_or_is_read_whole() {
     bad_state_file("ended");
+}
+
+// ---------------------------------------------------------------------------
+// 4. A crashed supervisor whose server's child escaped with the handed socket.
+
+/// The pid of the child the fixture reported on stdout.
+fn reported_child(running: &Running) -> u32 {
+    let mut child = None;
+    let found = wait_until(GONE, || {
+        child = running
+            .stdout()
+            .split("fixture: child pid ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        child.is_some()
+    });
+    assert!(found, "no child reported:\n{}", running.stdout());
+    child.expect("found above")
+}
+
+/// Starts the fixture in socket handoff with a child that leaves the server's session holding
+/// the socket, SIGKILLs the supervisor, and waits until only that child is left; returns its
+/// pid and the preferred port, which it still holds.
+fn crash_leaving_escaped_child(project: &TestProject) -> (u32, u16) {
+    let port = project.set_metadata_on_free_port("handoff = \"socket\"");
+    let mut running = project.serve(&["--", "--setsid-child"]);
+    assert_eq!(ready_port(&running, START), port);
+    let child = reported_child(&running);
+    let server = project
+        .read_pid(FIXTURE_INSTANCE)
+        .expect("the running server's pid file");
+    running.signal(Signal::KILL);
+    assert!(running.wait_exit(GONE).is_some(), "SIGKILL did not end it");
+    assert!(
+        wait_until(GONE, || !process_alive(server)),
+        "the server {server} outlived its killed supervisor"
+    );
+    assert!(
+        process_alive(child),
+        "the escaped child {child} is gone already"
+    );
+    assert!(
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err(),
+        "the escaped child does not hold port {port}"
+    );
+    (child, port)
+}
+
+fn assert_warned_about_child(finished: &Finished, child: u32) {
+    assert!(
+        finished.stderr.lines().any(|line| line.contains("warning:")
+            && line.contains(&format!("{child} `"))
+            && line.contains("fixture-server")),
+        "no warning names the escaped child {child} and its command:\n{}",
+        finished.describe()
+    );
+}
+
+#[test]
+fn the_next_start_ends_an_escaped_socket_holder_and_takes_the_same_port() {
+    let project = TestProject::fixture();
+    let (child, port) = crash_leaving_escaped_child(&project);
+    let mut next = project.serve(&[]);
+    assert_eq!(
+        ready_port(&next, START),
+        port,
+        "the next start did not take the preferred port:\n{}",
+        next.stderr()
+    );
+    assert!(
+        !process_alive(child),
+        "the escaped child {child} survived the next start:\n{}",
+        next.stderr()
+    );
+    next.signal(Signal::TERM);
+    let status = next.wait_exit(START).expect("serve-safe did not exit");
+    let finished = Finished {
+        status,
+        stdout: next.stdout(),
+        stderr: next.stderr(),
+    };
+    assert_eq!(finished.code(), Some(0), "{}", finished.describe());
+    assert_warned_about_child(&finished, child);
+    if let Err(left) = project.wait_until_no_process_left(GONE) {
+        panic!("processes left behind: {left:?}");
+    }
+    assert!(
+        wait_until_port_free(port, GONE),
+        "port {port} is still held"
+    );
+}
+
+#[test]
+fn stop_after_a_crash_ends_an_escaped_socket_holder() {
+    let project = TestProject::fixture();
+    let (child, port) = crash_leaving_escaped_child(&project);
+    let stopped = run_within(project.portguard(&["stop"]), COMMAND_TIMEOUT);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+    assert!(
+        wait_until(GONE, || !process_alive(child)),
+        "the escaped child {child} survived `stop`:\n{}",
+        stopped.describe()
+    );
+    assert_warned_about_child(&stopped, child);
+    if let Err(left) = project.wait_until_no_process_left(GONE) {
+        panic!("processes left behind: {left:?}");
+    }
+    assert!(
+        wait_until_port_free(port, GONE),
+        "port {port} is still held"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5. The log of a chatty detached server stays bounded.
+
+#[test]
+fn a_chatty_servers_log_is_rotated_and_bounded() {
+    const LOG_LIMIT: u64 = 8 * 1024 * 1024;
+    // One write of the copier, at most.
+    const SLACK: u64 = 64 * 1024;
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("");
+    let started = run_within(
+        project.serve_safe(&["--detach", "--", "--print-mib", "20"]),
+        START,
+    );
+    assert_eq!(started.code(), Some(0), "{}", started.describe());
+    assert_eq!(started.stdout.trim(), port.to_string());
+    let log = project.log_file(FIXTURE_INSTANCE);
+    let rotated = project
+        .state_dir()
+        .join(format!("{FIXTURE_INSTANCE}.log.1"));
+    let tail_says_done = || {
+        let Ok(mut file) = fs::File::open(&log) else {
+            return false;
+        };
+        let length = file.metadata().map_or(0, |meta| meta.len());
+        let mut tail = String::new();
+        std::io::Seek::seek(
+            &mut file,
+            std::io::SeekFrom::Start(length.saturating_sub(4096)),
+        )
+        .expect("seek the log");
+        std::io::Read::read_to_string(&mut file, &mut tail).is_ok()
+            && tail.contains("fixture: printed 20 MiB")
+    };
+    let mut largest = 0;
+    let done = wait_until(Duration::from_secs(10), || {
+        largest = largest.max(fs::metadata(&log).map_or(0, |meta| meta.len()));
+        tail_says_done()
+    });
+    assert!(
+        done,
+        "the server never finished printing 20 MiB into the log"
+    );
+    let current = fs::metadata(&log).expect("the log").len();
+    let previous = fs::metadata(&rotated)
+        .unwrap_or_else(|err| panic!("no {}: {err}", rotated.display()))
+        .len();
+    for (what, size) in [
+        ("largest seen", largest),
+        ("current", current),
+        ("rotated", previous),
+    ] {
+        assert!(
+            size <= LOG_LIMIT + SLACK,
+            "the {what} log is {size} bytes, over the 8 MiB bound"
+        );
+    }
+    assert!(
+        current + previous < 20 * 1024 * 1024,
+        "nothing was rotated away: {current} + {previous} bytes"
+    );
+
+    let shown = run_within(project.portguard(&["logs"]), QUICK);
+    assert_eq!(shown.code(), Some(0), "{}", shown.describe());
+    let on_disk = fs::read_to_string(&log).expect("read the log");
+    assert!(
+        on_disk.starts_with(&shown.stdout) && shown.stdout.contains("fixture: printed 20 MiB"),
+        "`logs` did not print the current log ({} bytes shown, {} on disk)",
+        shown.stdout.len(),
+        on_disk.len()
+    );
+
+    let stopped = run_within(project.portguard(&["stop"]), COMMAND_TIMEOUT);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+    if let Err(left) = project.wait_until_no_process_left(GONE) {
+        panic!("processes left behind: {left:?}");
+    }
 }
