@@ -28,7 +28,7 @@ pub(crate) mod summary;
 
 pub(crate) use find::Scope;
 pub(crate) use lock::{Acquired, InstanceLock, LockState, acquire};
-pub(crate) use log::{Capture, open_for_reading};
+pub(crate) use log::{Capture, LOG_LIMIT, open_for_reading};
 pub(crate) use record::{Ended, Record};
 pub(crate) use stale::{Stale, clean_up};
 

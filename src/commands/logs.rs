@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result};
 use crate::cli::{CommonArgs, LogsArgs};
 use crate::context::Context;
 use crate::exit_codes::{self, Exit};
-use crate::instance::{InstanceFiles, Scope, open_for_reading};
+use crate::instance::{InstanceFiles, LOG_LIMIT, Scope, open_for_reading};
+use crate::output;
 
 /// How often `--follow` looks for new output, as `tail -f` does without inotify.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,6 +38,7 @@ pub(crate) fn logs(context: &Context, common: &CommonArgs, args: &LogsArgs) -> R
         .into());
     };
     let mut log = open_for_reading(&files.log)?;
+    skip_to_tail(&mut log, &files);
     copy_new(&mut log, &files)?;
     if args.follow {
         // Until the instance stops; what it wrote last is still shown.
@@ -63,18 +65,36 @@ fn reopen_if_rotated(log: File, files: &InstanceFiles) -> Result<File> {
     open_for_reading(&files.log)
 }
 
+/// portguard rotates a log before it grows past [`LOG_LIMIT`]: a longer file was not written
+/// by it (or was planted), and only its end is shown, never the whole of it.
+fn skip_to_tail(log: &mut File, files: &InstanceFiles) {
+    let length = log.metadata().map_or(0, |meta| meta.len());
+    if length > LOG_LIMIT {
+        output::warning(format!(
+            "`{}` is {length} bytes long, more than portguard writes to a log; showing its last {} MiB",
+            files.log.display(),
+            LOG_LIMIT / (1024 * 1024)
+        ));
+        log.seek(SeekFrom::Start(length - LOG_LIMIT)).ok();
+    }
+}
+
 fn copy_new(log: &mut File, files: &InstanceFiles) -> Result<()> {
     // A restarted detached run empties the log: start again from its beginning.
     let length = log.metadata().map_or(0, |meta| meta.len());
     if log.stream_position().unwrap_or(0) > length {
         log.seek(SeekFrom::Start(0)).ok();
     }
-    let mut bytes = Vec::new();
-    log.read_to_end(&mut bytes)
-        .with_context(|| format!("could not read `{}`", files.log.display()))?;
+    // Up to the length seen now, in pieces, never the whole file in memory.
+    let position = log.stream_position().unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&bytes)
-        .and_then(|()| stdout.flush())
-        .context("could not write to stdout")
+    std::io::copy(&mut log.take(length.saturating_sub(position)), &mut stdout).map_err(
+        |error| {
+            anyhow::anyhow!(error).context(format!(
+                "could not copy `{}` to stdout",
+                files.log.display()
+            ))
+        },
+    )?;
+    stdout.flush().context("could not write to stdout")
 }

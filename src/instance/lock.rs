@@ -207,8 +207,9 @@ fn open_lock(path: &Path, create: bool) -> Result<File> {
     let me = rustix::process::geteuid().as_raw();
     if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
         return Err(anyhow!(
-            "refusing the lock `{}`: it is not a private regular file of this user's (owner uid {}, mode {:o})",
+            "refusing the lock `{}`: it is not a private regular file of this user's ({}, owner uid {}, mode {:o})",
             path.display(),
+            os::file_kind(meta.file_type()),
             meta.uid(),
             meta.mode() & 0o7777
         ));

@@ -21,6 +21,7 @@ mod reserve;
 mod runtime;
 mod scaffold;
 mod scaffold_run;
+mod security;
 mod status;
 mod stop;
 mod supervise;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod measure;
 pub mod users;
 
 pub use rustix::process::Signal;
