@@ -29,15 +29,35 @@ impl DotEnv {
     }
 }
 
+/// A `.env` larger than this is refused rather than read.
+const DOTENV_LIMIT: u64 = 1024 * 1024;
+
 /// Reads the `.env` file; a missing file is no file.
 pub(super) fn read(path: &Path) -> Result<Option<DotEnv>, BadInput> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(BadInput(format!("cannot read `{}`: {e}", path.display())));
-        }
+    let cannot = |why: &dyn std::fmt::Display| {
+        BadInput(format!("cannot read `{}`: {why}", path.display()))
     };
+    // Opened without waiting, so that a FIFO in its place cannot hang a start, and read only if
+    // it is a regular file of a size a `.env` can have.
+    let file = match crate::os::open_without_waiting(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(cannot(&e)),
+    };
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        let kind = crate::os::file_kind(meta.file_type());
+        return Err(cannot(&format_args!("it is {kind}, not a regular file")));
+    }
+    if meta.len() > DOTENV_LIMIT {
+        return Err(cannot(&format_args!(
+            "it is {} bytes long, more than the {DOTENV_LIMIT} a `.env` may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, DOTENV_LIMIT + 1), &mut bytes)
+        .map_err(|e| cannot(&e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.split(|&b| b == b'\n').count();
