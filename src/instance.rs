@@ -141,20 +141,19 @@ impl StateDir {
     /// When it cannot be created, is not a directory, belongs to another user, is writable by
     /// others, or is read-only.
     pub(crate) fn create(&self) -> Result<()> {
-        match os::create_private_dir(&self.path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!(
-                        "could not create the state folder `{}`",
-                        self.path.display()
-                    )
-                });
+        match fs::symlink_metadata(&self.path) {
+            // There already: it must be safely ours, whatever made it.
+            Ok(_) => {
+                if let Err(why) = os::check_private_dir(&self.path) {
+                    bail!("refusing to use the state folder: {why}");
+                }
             }
-        }
-        if let Err(why) = os::check_private_dir(&self.path) {
-            bail!("refusing to use the state folder: {why}");
+            Err(_) => os::create_private_dir(&self.path).with_context(|| {
+                format!(
+                    "could not create the state folder `{}`",
+                    self.path.display()
+                )
+            })?,
         }
         // Found now, before anything starts: a server started over a folder where its record
         // cannot be written is one `stop` cannot find.

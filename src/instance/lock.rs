@@ -2,8 +2,7 @@
 //! whole run. Readers test it with a shared lock, which conflicts with the exclusive one only, so
 //! `status` never gets in a starter's way.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::fs::{self, File};
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ pub(crate) enum LockState {
 /// When the lock file cannot be opened, is not this user's, or cannot be locked for another
 /// reason than contention.
 pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
-    let file = open_lock(&files.lock, true)?;
+    let file = open_lock(&files.lock, true).map_err(|why| anyhow!("refusing the lock: {why}"))?;
     // A starting supervisor writes its record moments after taking the lock, and a passing
     // status check holds a shared lock for an instant: retry briefly before answering.
     for attempt in 0..50 {
@@ -84,10 +83,8 @@ impl InstanceFiles {
     /// When the lock file exists but cannot be opened or tested, or is not this user's: an
     /// error is never read as "not running".
     pub(crate) fn lock_state(&self) -> Result<LockState> {
-        let file = match open_lock(&self.lock, false) {
-            Ok(file) => file,
-            Err(error) if is_not_found(&error) => return Ok(LockState::Free),
-            Err(error) => return Err(error),
+        let Some(file) = open_existing_lock(&self.lock)? else {
+            return Ok(LockState::Free);
         };
         match fs4::FileExt::try_lock_shared(&file) {
             Ok(()) => Ok(LockState::Free),
@@ -106,7 +103,8 @@ impl InstanceFiles {
     /// # Errors
     /// When the lock file cannot be opened or the OS's list of locks cannot be read.
     pub(crate) fn lock_holders(&self) -> Result<Option<Vec<u32>>> {
-        let file = open_lock(&self.lock, false)?;
+        let file = open_existing_lock(&self.lock)?
+            .ok_or_else(|| anyhow!("the lock `{}` is gone", self.lock.display()))?;
         os::lock_holders(&file)
             .with_context(|| format!("could not tell who holds `{}`", self.lock.display()))
     }
@@ -119,10 +117,8 @@ impl InstanceFiles {
     /// # Errors
     /// When the lock file cannot be opened, or the wait fails for another reason than time.
     pub(crate) fn wait_released(&self, timeout: Duration) -> Result<bool> {
-        let file = match open_lock(&self.lock, false) {
-            Ok(file) => file,
-            Err(error) if is_not_found(&error) => return Ok(true),
-            Err(error) => return Err(error),
+        let Some(file) = open_existing_lock(&self.lock)? else {
+            return Ok(true);
         };
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -182,37 +178,18 @@ impl Drop for InstanceLock {
     }
 }
 
-fn is_not_found(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+/// Opens the lock file without following a link or blocking, and refuses one that is not a
+/// private regular file of this user's: a lock another account controls could keep an instance
+/// "running" forever, or make a planted record look like ours.
+fn open_lock(path: &Path, create: bool) -> Result<File, os::PrivateFileError> {
+    os::open_private_rw(path, create, 0o600)
 }
 
-/// Opens the lock file without following a link or blocking, and refuses one that is not a
-/// regular file of this user's: a lock another account controls could keep an instance
-/// "running" forever, or make a planted record look like ours.
-fn open_lock(path: &Path, create: bool) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("could not open `{}`", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("could not read `{}`", path.display()))?;
-    let me = rustix::process::geteuid().as_raw();
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        return Err(anyhow!(
-            "refusing the lock `{}`: it is not a private regular file of this user's ({}, owner uid {}, mode {:o})",
-            path.display(),
-            os::file_kind(meta.file_type()),
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
+/// A lock that cannot be opened is an error, said plainly; a missing one is `None`.
+fn open_existing_lock(path: &Path) -> Result<Option<File>> {
+    match open_lock(path, false) {
+        Ok(file) => Ok(Some(file)),
+        Err(os::PrivateFileError::NotFound { .. }) => Ok(None),
+        Err(why) => Err(anyhow!("refusing the lock: {why}")),
     }
-    Ok(file)
 }

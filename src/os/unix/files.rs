@@ -226,6 +226,19 @@ pub fn open_private_read(path: &Path) -> Result<File, PrivateFileError> {
     Ok(file)
 }
 
+/// Opens the file at `path` for reading and writing (a lock), creating it with `mode` when
+/// `create` says so, if it is a regular file of this effective user that nobody else may write.
+pub fn open_private_rw(path: &Path, create: bool, mode: u32) -> Result<File, PrivateFileError> {
+    let access = if create {
+        OFlags::RDWR | OFlags::CREATE
+    } else {
+        OFlags::RDWR
+    };
+    let file = open_checked(path, access, mode_of(mode))?;
+    check_private_file(path, &file)?;
+    Ok(file)
+}
+
 /// Opens (creating it with `mode` if missing) the file at `path` for appending, as a log, if it
 /// is a regular file of this effective user that nobody else may write.
 pub fn open_private_append(path: &Path, mode: u32) -> Result<File, PrivateFileError> {
