@@ -613,3 +613,86 @@ fn os_group_exists(pgid: u32) -> bool {
     rustix::process::Pid::from_raw(pgid as i32)
         .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
 }
+
+/// Whether `pid` is a zombie: exited, not yet reaped.
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// Starts the fixture under a parent that adopts orphans and never reaps them, SIGKILLs the
+/// supervisor, and waits until the server (killed with it by the parent-death signal) is a
+/// zombie nobody reaps. The parent, which the caller keeps until it has looked, and the pid of
+/// the zombie server.
+#[cfg(target_os = "linux")]
+fn zombie_server(project: &TestProject) -> (Background, u32) {
+    let serve_safe = serve_safe_bin();
+    let parent = start_background(project.command(
+        fixture_binary(),
+        &[
+            "--adopt-orphans",
+            serve_safe.to_str().expect("UTF-8 path"),
+            "serve-safe",
+        ],
+    ));
+    parent
+        .wait_for_stderr(READY_LINE, READY_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the server never became ready:\n{stderr}"));
+    let record = project.read_json(FIXTURE_INSTANCE).expect("a .json");
+    let supervisor = record["supervisor_pid"].as_u64().expect("a pid") as u32;
+    let server = record["pid"].as_u64().expect("a pid") as u32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(supervisor as i32).expect("a pid"),
+        Signal::KILL,
+    )
+    .expect("SIGKILL the supervisor");
+    assert!(
+        wait_until(Duration::from_secs(10), || is_zombie(server)),
+        "the server {server} did not become an unreaped zombie"
+    );
+    assert!(os_group_exists(server), "its group is still there, zombie");
+    (parent, server)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_zombie_server_is_not_called_running_by_the_next_start_or_stop() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let still_running = "still running in its process group";
+
+    let (parent, zombie) = zombie_server(&project);
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    assert!(
+        !stop.stderr.contains(still_running) && !stop.stderr.contains("outlived"),
+        "zombie {zombie} was called running:\n{}",
+        stop.describe()
+    );
+    assert!(
+        stop.stderr.contains("was not shut down cleanly"),
+        "{}",
+        stop.describe()
+    );
+    assert_state_files_gone(&project, FIXTURE_INSTANCE);
+    drop(parent);
+
+    let (parent, zombie) = zombie_server(&project);
+    let (mut next, _) = start(&project, &[]);
+    let stderr = next.stderr();
+    assert!(
+        stderr.contains("was not shut down cleanly"),
+        "the next start cleaned up:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(still_running) && !stderr.contains("outlived"),
+        "zombie {zombie} was called running:\n{stderr}"
+    );
+    drop(parent);
+    next.signal(Signal::TERM);
+    assert_exits_0(&mut next);
+}
