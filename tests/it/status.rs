@@ -439,7 +439,14 @@ fn status_answers_at_once_while_a_start_cleans_up_slowly() {
             finished.describe()
         );
         assert_eq!(instances(&json).len(), 1, "round {round}: {json}");
-        assert_eq!(instances(&json)[0]["instance"], FIXTURE_INSTANCE, "{json}");
+        let entry = &instances(&json)[0];
+        assert_eq!(entry["instance"], FIXTURE_INSTANCE, "{json}");
+        // The crashed run's record is still there, but its supervisor is not what runs.
+        assert_ne!(
+            entry["supervisor_pid"],
+            crashed.pid(),
+            "round {round}: the dead supervisor is reported running: {json}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
