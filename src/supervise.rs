@@ -349,7 +349,13 @@ impl Supervisor {
                 }
                 let stopped = self.stop_one(set, index, generation, pid)?;
                 if stopped.asked {
-                    return Ok(Restarted::Stopped(self.stop_all(set, true)?));
+                    // The stop asked for began with this replica: whether it needed SIGKILL
+                    // is part of what the stop reports.
+                    let rest = self.stop_all(set, true)?;
+                    return Ok(Restarted::Stopped(Stopped {
+                        killed: stopped.killed || rest.killed,
+                        ..rest
+                    }));
                 }
             }
             let pid = self.start_replica(set, index)?;

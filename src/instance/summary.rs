@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{InstanceFiles, LockState, Record};
 use crate::config::Handoff;
-use crate::health;
+use crate::{health, os};
 
 /// One instance as `status --json` shows it.
 #[derive(Debug, Serialize)]
@@ -79,8 +79,14 @@ impl InstanceFiles {
         let record = self.read_record().ok();
         let dead_supervisor = record.as_ref().map(|record| record.supervisor_pid);
         let (state, running) = match state {
-            // A supervisor that is still starting has no record yet: running, details to follow.
-            LockState::Held => (State::Running, record.map(|record| running(&record, probe))),
+            // A supervisor that is still starting has no record yet, or still has the one a
+            // crashed run left while it cleans up: running, details to follow.
+            LockState::Held => (
+                State::Running,
+                record
+                    .filter(supervisor_lives)
+                    .map(|record| running(&record, probe)),
+            ),
             LockState::Free if super::Stale::read(self).is_some() => (State::Stale, None),
             LockState::Free => (State::Stopped, None),
         };
@@ -91,6 +97,17 @@ impl InstanceFiles {
             dead_supervisor: (state == State::Stale).then_some(dead_supervisor).flatten(),
         })
     }
+}
+
+/// Whether the supervisor a record names still runs (the same process, where its start time was
+/// recorded): only then is the record the running instance's.
+fn supervisor_lives(record: &Record) -> bool {
+    let pid = record.supervisor_pid;
+    os::is_running(pid)
+        && record
+            .supervisor_start_time
+            .as_ref()
+            .is_none_or(|recorded| os::start_time(pid).as_ref() == Some(recorded))
 }
 
 fn running(record: &Record, probe: bool) -> Running {

@@ -328,3 +328,71 @@ fn dropping_the_test_project_ends_a_detached_instance() {
     );
     assert!(wait_until_port_free(detached.port, Duration::from_secs(5)));
 }
+
+/// `--detach` of a server slow to listen, stopped by `stop` while it waits: it fails with
+/// code 1, nothing on stdout, the reason on stderr, and the lock already free.
+fn detach_stopped_before_ready(stop: impl FnOnce(&TestProject, u32)) {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let mut start =
+        start_background(project.serve_safe(&["--detach", "--", "--delay-ms", "60000"]));
+    let mut record = None;
+    assert!(
+        wait_until(READY_TIMEOUT, || {
+            record = project
+                .read_json(FIXTURE_INSTANCE)
+                .filter(|record| record["pid"].as_u64().is_some_and(|pid| pid > 0));
+            record.is_some()
+        }),
+        "the background supervisor never recorded its server:\n{}",
+        start.stderr()
+    );
+    let record = record.expect("found above");
+    assert_eq!(record["ready"], false, "{record}");
+    let supervisor = record["supervisor_pid"].as_u64().expect("a pid") as u32;
+    let server = record["pid"].as_u64().expect("a pid") as u32;
+
+    stop(&project, supervisor);
+    let status = start
+        .wait_exit(COMMAND_TIMEOUT)
+        .expect("--detach did not return");
+    // Looked at before anything else runs: the lock must be free when --detach returns.
+    let lock = std::fs::File::open(project.lock_file(FIXTURE_INSTANCE)).expect("the lock file");
+    let free = fs4::FileExt::try_lock(&lock).is_ok();
+    drop(lock);
+    assert_eq!(status.code(), Some(1), "{}", start.stderr());
+    assert!(free, "--detach returned while the lock was held");
+    assert!(start.stdout().is_empty(), "no port: {}", start.stdout());
+    assert!(
+        start
+            .stderr()
+            .contains("the server was stopped before it was ready"),
+        "names the reason:\n{}",
+        start.stderr()
+    );
+    assert!(!process_alive(server), "the server survived");
+    let status = project.run_portguard(&["status"]);
+    assert_eq!(status.code(), Some(3), "{}", status.describe());
+    assert!(!status.stdout.contains("stale"), "{}", status.describe());
+    assert_nothing_left(&project);
+    assert_next_start_works(&project);
+}
+
+#[test]
+fn detach_stopped_by_portguard_stop_before_ready_fails_and_frees_the_lock() {
+    detach_stopped_before_ready(|project, _| {
+        let stop = project.run_portguard(&["stop"]);
+        assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    });
+}
+
+#[test]
+fn detach_whose_supervisor_gets_sigterm_before_ready_fails_and_frees_the_lock() {
+    detach_stopped_before_ready(|_, supervisor| {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(supervisor as i32).expect("a pid"),
+            Signal::TERM,
+        )
+        .expect("SIGTERM the background supervisor");
+    });
+}

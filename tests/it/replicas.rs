@@ -329,3 +329,74 @@ fn kill_process(pid: u32, signal: Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, signal).expect("signal the replica");
 }
+
+/// Whether any process is left in the process group `pgid`.
+fn group_exists(pgid: u32) -> bool {
+    rustix::process::Pid::from_raw(pgid as i32)
+        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
+}
+
+/// SIGUSR2 starts a rolling restart whose first replica ignores SIGTERM; `stop` lands while the
+/// restart waits for it. The run must end: exit 0, no replacement started, nothing left.
+fn stop_during_a_rolling_restart(stop: impl FnOnce(&TestProject, &Running)) {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("handoff = \"socket\"\nshutdown-timeout-ms = 2000");
+    let mut server = project.serve(&["--replicas", "2", "--", "--ignore-sigterm"]);
+    let port = ready_port(&server, READY_TIMEOUT);
+    let before = recorded_replicas(&project, 2);
+
+    kill_process(server.pid(), Signal::USR2);
+    server
+        .wait_for_stderr(&format!("Stopping replica 0 (pid {})", before[0]), EXIT)
+        .unwrap_or_else(|stderr| panic!("the restart never stopped replica 0:\n{stderr}"));
+    stop(&project, &server);
+
+    let status = server.wait_exit(EXIT).expect("serve-safe did not exit");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains("Started replica") && !stderr.contains("Restarted"),
+        "a replacement was started:\n{stderr}"
+    );
+    assert_eq!(
+        server.stdout().matches("fixture: listening").count(),
+        2,
+        "only the first two servers ever listened:\n{}",
+        server.stdout()
+    );
+    for pid in before {
+        assert!(!process_alive(pid), "replica {pid} survived");
+        assert!(!group_exists(pid), "replica {pid}'s process group is left");
+    }
+    if let Err(left) = project.wait_until_no_process_left(Duration::from_secs(10)) {
+        panic!("processes left after the stop: {left:?}");
+    }
+    assert!(
+        wait_until_port_free(port, Duration::ZERO),
+        "port {port} still held"
+    );
+    assert!(!project.json_file(FIXTURE_INSTANCE).exists());
+    // The lock is free: the next start takes it at once.
+    let again = project.run_serve_safe(&["--detach"]);
+    assert_eq!(again.code(), Some(0), "{}", again.describe());
+    let stopped = project.run_portguard(&["stop"]);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+}
+
+#[test]
+fn portguard_stop_during_a_rolling_restart_ends_the_run() {
+    stop_during_a_rolling_restart(|project, _| {
+        let stop = project.run_portguard(&["stop"]);
+        assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+        assert!(
+            stop.stderr.contains("SIGKILL was needed"),
+            "{}",
+            stop.describe()
+        );
+    });
+}
+
+#[test]
+fn sigterm_during_a_rolling_restart_ends_the_run() {
+    stop_during_a_rolling_restart(|_, server| server.signal(Signal::TERM));
+}

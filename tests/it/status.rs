@@ -195,8 +195,37 @@ fn status_reports_a_dead_supervisor_as_stale_and_leaves_the_cleanup_to_stop() {
         ".json removed"
     );
     assert!(project.pid_file(FIXTURE_INSTANCE).exists(), ".pid removed");
-    let (_, again, _) = status_json(&project, &[]);
-    assert_eq!(instances(&again)[0]["state"], "stale", "{again}");
+    // Again and again, in every form: status never cleans up, so the answer does not change.
+    for round in 0..5 {
+        let (code, again, _) = status_json(&project, &[]);
+        assert_eq!(code, Some(NOT_RUNNING), "round {round}: {again}");
+        assert_eq!(
+            instances(&again)[0]["state"],
+            "stale",
+            "round {round}: {again}"
+        );
+        let (_, named, _) = status_json(&project, &["--instance", FIXTURE_INSTANCE]);
+        assert_eq!(
+            instances(&named)[0]["state"],
+            "stale",
+            "round {round}: {named}"
+        );
+        let text = project.run_portguard(&["status"]);
+        assert!(
+            text.stdout.contains("stale"),
+            "round {round}: {}",
+            text.describe()
+        );
+        assert!(
+            project.json_file(FIXTURE_INSTANCE).exists(),
+            "round {round}: .json removed"
+        );
+        assert!(
+            project.pid_file(FIXTURE_INSTANCE).exists(),
+            "round {round}: .pid removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The cleanup belongs to `stop` (and the next start): it says which supervisor died.
     let stop = project.run_portguard(&["stop"]);
@@ -373,4 +402,116 @@ fn an_environment_picks_its_port_range_and_shows_in_status() {
         "{}",
         text.describe()
     );
+}
+
+#[test]
+fn status_answers_at_once_while_a_start_cleans_up_slowly() {
+    let project = TestProject::fixture();
+    // Cleanup of the orphan below waits out the whole grace period.
+    project.set_metadata_on_free_port("shutdown-timeout-ms = 3000");
+    let (mut crashed, _) = start(&project, &["--", "--fork-child-ignoring-sigterm"]);
+    let server_pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+    crashed.signal(Signal::KILL);
+    crashed
+        .wait_exit(EXIT_TIMEOUT)
+        .expect("the supervisor survived SIGKILL");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(server_pid)),
+        "the server outlived its supervisor"
+    );
+
+    // The next start finds the server's child (which ignores SIGTERM) in its group.
+    let next = project.serve(&[]);
+    next.wait_for_stderr("still running in its process group", READY_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the start found nothing to clean up:\n{stderr}"));
+    for round in 0..3 {
+        let asked = std::time::Instant::now();
+        let (code, json, finished) = status_json(&project, &[]);
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(800),
+            "round {round}: status waited for the cleanup ({took:?}):\n{}",
+            finished.describe()
+        );
+        assert!(
+            matches!(code, Some(0 | 3)),
+            "round {round}: {}",
+            finished.describe()
+        );
+        assert_eq!(instances(&json).len(), 1, "round {round}: {json}");
+        let entry = &instances(&json)[0];
+        assert_eq!(entry["instance"], FIXTURE_INSTANCE, "{json}");
+        // The crashed run's record is still there, but its supervisor is not what runs.
+        assert_ne!(
+            entry["supervisor_pid"],
+            crashed.pid(),
+            "round {round}: the dead supervisor is reported running: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !next.stderr().contains(READY_LINE),
+        "the cleanup was over before status was asked:\n{}",
+        next.stderr()
+    );
+    let _ready = ready(&project, &next);
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+}
+
+#[test]
+fn status_in_a_loop_never_gets_in_the_way_of_a_start() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let askers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut answers = 0;
+                    while !done.load(Ordering::SeqCst) {
+                        let output = project
+                            .portguard(&["status", "--json"])
+                            .output()
+                            .expect("run status");
+                        assert!(
+                            matches!(output.status.code(), Some(0 | 3)),
+                            "status failed: {}",
+                            String::from_utf8_lossy(&output.stderr)
+                        );
+                        answers += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for _ in 0..5 {
+            let started = project.run_serve_safe(&["--detach"]);
+            let stop = project.run_portguard(&["stop"]);
+            results.push((started, stop));
+        }
+        done.store(true, Ordering::SeqCst);
+        let answers: usize = askers
+            .into_iter()
+            .map(|asker| asker.join().expect("a status loop panicked"))
+            .sum();
+        assert!(answers >= 10, "status was asked only {answers} times");
+        for (round, (started, stop)) in results.iter().enumerate() {
+            assert_eq!(
+                started.code(),
+                Some(0),
+                "start {round} failed:\n{}",
+                started.describe()
+            );
+            assert!(
+                !started.stderr.contains("already running"),
+                "{}",
+                started.describe()
+            );
+            assert_eq!(stop.code(), Some(0), "stop {round}: {}", stop.describe());
+        }
+    });
 }

@@ -511,3 +511,188 @@ fn sigusr2_to_the_supervisor_restarts_the_server() {
     server.signal(Signal::TERM);
     assert_exits_0(&mut server);
 }
+
+#[test]
+fn stop_says_sigkill_was_needed_for_a_server_that_ignores_sigterm() {
+    let project = TestProject::fixture();
+    let port = project.set_metadata_on_free_port("shutdown-timeout-ms = 500");
+    let (mut server, _) = start(&project, &["--", "--ignore-sigterm"]);
+    let pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    let stopped = lines_with_verb(&stop.stderr, "Stopped");
+    assert_eq!(stopped.len(), 1, "{}", stop.describe());
+    assert!(
+        stopped[0].contains("SIGKILL was needed"),
+        "the supervisor had to SIGKILL the server:\n{}",
+        stop.describe()
+    );
+    assert_server_gone(pid, port);
+    assert_exits_0(&mut server);
+
+    // A server that obeys SIGTERM is not said to have needed SIGKILL.
+    let (mut server, _) = start(&project, &[]);
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    assert!(
+        !stop.stderr.contains("SIGKILL"),
+        "a cooperative server needed no SIGKILL:\n{}",
+        stop.describe()
+    );
+    assert_exits_0(&mut server);
+}
+
+#[test]
+fn a_stop_during_a_restart_ends_the_run_and_starts_nothing_new() {
+    let project = TestProject::fixture();
+    // The old server ignores SIGTERM, so the restart spends the grace period stopping it:
+    // the stop lands inside it.
+    let port =
+        project.set_metadata_on_free_port("handoff = \"socket\"\nshutdown-timeout-ms = 2000");
+    let (mut server, _) = start(&project, &["--", "--ignore-sigterm"]);
+    let pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+
+    let mut restart = start_background(project.portguard(&["restart"]));
+    server
+        .wait_for_stderr(&format!("Stopping server (pid {pid})"), EXIT_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the restart never stopped the server:\n{stderr}"));
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    assert!(
+        stop.stderr.contains("SIGKILL was needed"),
+        "the old server needed SIGKILL, and stop says so:\n{}",
+        stop.describe()
+    );
+
+    assert_exits_0(&mut server);
+    let restarted = restart
+        .wait_exit(EXIT_TIMEOUT)
+        .expect("restart did not end");
+    assert_eq!(
+        restarted.code(),
+        Some(1),
+        "the restart did not complete:\n{}",
+        restart.stderr()
+    );
+    assert!(
+        restart.stderr().contains("stopped during the restart"),
+        "{}",
+        restart.stderr()
+    );
+    let stderr = server.stderr();
+    assert_eq!(
+        stderr.matches(READY_LINE).count(),
+        1,
+        "nothing new was started:\n{stderr}"
+    );
+    assert_eq!(
+        server.stdout().matches("fixture: listening").count(),
+        1,
+        "only the first server ever listened:\n{}",
+        server.stdout()
+    );
+    assert_server_gone(pid, port);
+    assert!(
+        !os_group_exists(pid),
+        "the server's process group {pid} is left"
+    );
+    assert_state_files_gone(&project, FIXTURE_INSTANCE);
+    project
+        .wait_until_no_process_left(Duration::from_secs(10))
+        .expect("nothing of the instance is left running");
+    // The lock is free: the next start takes it at once.
+    let again = project.run_serve_safe(&["--detach"]);
+    assert_eq!(again.code(), Some(0), "{}", again.describe());
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+}
+
+/// Whether any process is left in the process group `pgid`.
+fn os_group_exists(pgid: u32) -> bool {
+    rustix::process::Pid::from_raw(pgid as i32)
+        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
+}
+
+/// Whether `pid` is a zombie: exited, not yet reaped.
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// Starts the fixture under a parent that adopts orphans and never reaps them, SIGKILLs the
+/// supervisor, and waits until the server (killed with it by the parent-death signal) is a
+/// zombie nobody reaps. The parent, which the caller keeps until it has looked, and the pid of
+/// the zombie server.
+#[cfg(target_os = "linux")]
+fn zombie_server(project: &TestProject) -> (Background, u32) {
+    let serve_safe = serve_safe_bin();
+    let parent = start_background(project.command(
+        fixture_binary(),
+        &[
+            "--adopt-orphans",
+            serve_safe.to_str().expect("UTF-8 path"),
+            "serve-safe",
+        ],
+    ));
+    parent
+        .wait_for_stderr(READY_LINE, READY_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the server never became ready:\n{stderr}"));
+    let record = project.read_json(FIXTURE_INSTANCE).expect("a .json");
+    let supervisor = record["supervisor_pid"].as_u64().expect("a pid") as u32;
+    let server = record["pid"].as_u64().expect("a pid") as u32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(supervisor as i32).expect("a pid"),
+        Signal::KILL,
+    )
+    .expect("SIGKILL the supervisor");
+    assert!(
+        wait_until(Duration::from_secs(10), || is_zombie(server)),
+        "the server {server} did not become an unreaped zombie"
+    );
+    assert!(os_group_exists(server), "its group is still there, zombie");
+    (parent, server)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_zombie_server_is_not_called_running_by_the_next_start_or_stop() {
+    let project = TestProject::fixture();
+    project.set_metadata_on_free_port("");
+    let still_running = "still running in its process group";
+
+    let (parent, zombie) = zombie_server(&project);
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    assert!(
+        !stop.stderr.contains(still_running) && !stop.stderr.contains("outlived"),
+        "zombie {zombie} was called running:\n{}",
+        stop.describe()
+    );
+    assert!(
+        stop.stderr.contains("was not shut down cleanly"),
+        "{}",
+        stop.describe()
+    );
+    assert_state_files_gone(&project, FIXTURE_INSTANCE);
+    drop(parent);
+
+    let (parent, zombie) = zombie_server(&project);
+    let (mut next, _) = start(&project, &[]);
+    let stderr = next.stderr();
+    assert!(
+        stderr.contains("was not shut down cleanly"),
+        "the next start cleaned up:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(still_running) && !stderr.contains("outlived"),
+        "zombie {zombie} was called running:\n{stderr}"
+    );
+    drop(parent);
+    next.signal(Signal::TERM);
+    assert_exits_0(&mut next);
+}
