@@ -34,9 +34,8 @@ const DOTENV_LIMIT: u64 = 1024 * 1024;
 
 /// Reads the `.env` file; a missing file is no file.
 pub(super) fn read(path: &Path) -> Result<Option<DotEnv>, BadInput> {
-    let cannot = |why: &dyn std::fmt::Display| {
-        BadInput(format!("cannot read `{}`: {why}", path.display()))
-    };
+    let cannot =
+        |why: &dyn std::fmt::Display| BadInput(format!("cannot read `{}`: {why}", path.display()));
     // Opened without waiting, so that a FIFO in its place cannot hang a start, and read only if
     // it is a regular file of a size a `.env` can have.
     let file = match crate::os::open_without_waiting(path) {

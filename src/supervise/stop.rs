@@ -229,7 +229,8 @@ impl Watch for TableWatch<'_> {
                 .targets
                 .leaders
                 .iter()
-                .any(|&leader| os::group_exists(leader))
+                // A zombie is dead: what is left of a crashed run waits for init to reap it.
+                .any(|&leader| os::group_has_running_members(leader))
                 || self.targets.escaped.any_alive();
             if !left {
                 return Ok(Wake::Gone);

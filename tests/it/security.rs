@@ -510,8 +510,7 @@ fn assert_cheap(measured: &Measured, what: &str, bound: Duration) {
 /// What a user must see from one run with a bad file planted: the exit code, and a text the
 /// output must hold (`PATH` stands for the planted file's path).
 fn expected(extension: &str, bad: Bad, args: &[&str]) -> (i32, &'static str) {
-    let refused_lock =
-        "refusing the lock `PATH`: it is not a private regular file of this user's (a FIFO";
+    let refused_lock = "refusing the lock: PATH is a FIFO, not a regular file";
     match (extension, bad, args) {
         ("lock", Bad::Fifo, ["status" | "serve-safe", ..] | ["stop"]) => (1, refused_lock),
         ("log", Bad::Fifo, ["logs"] | ["serve-safe", ..]) => {
