@@ -157,13 +157,7 @@ impl StateDir {
         }
         // Found now, before anything starts: a server started over a folder where its record
         // cannot be written is one `stop` cannot find.
-        rustix::fs::accessat(
-            rustix::fs::CWD,
-            &self.path,
-            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
-            rustix::fs::AtFlags::EACCESS,
-        )
-        .with_context(|| {
+        os::can_write_dir(&self.path).with_context(|| {
             format!(
                 "the state folder `{}` is not writable; portguard keeps its lock and records there",
                 self.path.display()

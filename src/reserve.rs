@@ -13,10 +13,13 @@
 //! made so: files are opened without following links, a file that is not this user's is
 //! replaced rather than used, and its label is never believed or shown.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
+
 use std::path::{Path, PathBuf};
+
+use crate::os::{self, PrivateFileError};
 
 /// Longest label read: an owner line is a name and a path.
 const MAX_LABEL_BYTES: u64 = 4096;
@@ -102,23 +105,31 @@ impl Reservations {
         let mut contended = 0;
         // Each lap needs a release to land between an open and a lock; a handful is plenty.
         for _ in 0..100 {
-            let mut file = match open(&path) {
-                Ok(file) if is_own_file(&file) => file,
+            // Not through a link, and a FIFO put in place of a file does not block the start.
+            let mut file = match os::open_private_rw(&path, true, 0o600) {
+                Ok(file) => file,
                 // Not ours (or not a file): the folder is ours, so it is replaced, not used.
-                Ok(_) => {
+                Err(
+                    PrivateFileError::Link { .. }
+                    | PrivateFileError::NotRegular { .. }
+                    | PrivateFileError::ForeignOwner { .. }
+                    | PrivateFileError::WritableByOthers { .. },
+                ) => {
                     remove_foreign(&path)?;
                     continue;
                 }
-                Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(PrivateFileError::Io { error, .. })
+                    if error.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
                     remove_foreign(&path)?;
                     continue;
                 }
-                Err(error) => return Err(error),
+                Err(why) => return Err(std::io::Error::other(why)),
             };
-            match fs4::FileExt::try_lock(&file) {
+            match os::try_lock(&file, true) {
                 // Locked a file that a release removed after this open: start over.
-                Ok(()) if !names(&path, &file) => {}
-                Ok(()) => {
+                Ok(true) if !names(&path, &file) => {}
+                Ok(true) => {
                     let owner = self.owner.clone();
                     return Ok(Claim::Ours(Reservation {
                         port,
@@ -130,14 +141,14 @@ impl Reservations {
                 }
                 // `holder` (as `cargo portguard ports` asks) holds a shared lock for an instant:
                 // look twice before calling a port taken.
-                Err(fs4::TryLockError::WouldBlock) if contended == 0 => {
+                Ok(false) if contended == 0 => {
                     contended += 1;
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
-                Err(fs4::TryLockError::WouldBlock) => {
+                Ok(false) => {
                     return Ok(Claim::Taken(read_owner(&mut file)));
                 }
-                Err(fs4::TryLockError::Error(error)) => return Err(error),
+                Err(error) => return Err(error),
             }
         }
         Err(std::io::Error::other(format!(
@@ -151,13 +162,9 @@ impl Reservations {
 /// holds it, or a description of a file that is not this user's (its label is not shown).
 #[must_use]
 pub fn holder(dir: &Path, port: u16) -> Option<String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path(dir, port))
-        .ok()?;
-    match fs4::FileExt::try_lock_shared(&file) {
-        Err(fs4::TryLockError::WouldBlock) => Some(read_owner(&mut file)),
+    let mut file = os::open_no_follow_read(&path(dir, port)).ok()?;
+    match os::try_lock(&file, false) {
+        Ok(false) => Some(read_owner(&mut file)),
         _ => None,
     }
 }
@@ -175,26 +182,8 @@ fn path(dir: &Path, port: u16) -> PathBuf {
     dir.join(format!("port-{port}.lock"))
 }
 
-fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        // Not through a link, and a FIFO put in place of a file does not block the start.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .mode(0o600)
-        .open(path)
-}
-
 fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
-
-/// A regular file of this user's that nobody else may write.
-fn is_own_file(file: &File) -> bool {
-    file.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0)
+    os::effective_uid()
 }
 
 /// Removes what stands at `path` if it is not a file of this user's; the caller opens afresh.
@@ -285,10 +274,10 @@ mod tests {
         held.remove_when_released();
         let file = path(dir.path(), 4200);
         // Opened before the release, as a start racing with it would.
-        let early = open(&file).unwrap();
+        let early = os::open_private_rw(&file, false, 0o600).unwrap();
         drop(held);
         assert!(!file.exists(), "the released reservation's file is removed");
-        fs4::FileExt::try_lock(&early).unwrap();
+        assert!(os::try_lock(&early, true).unwrap());
         assert!(
             !names(&file, &early),
             "a lock on the removed file must not count"

@@ -10,15 +10,14 @@
 //! never used, and a private folder in the home folder (`~/.cache/portguard/run`) takes its
 //! place.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use rustix::fs::Mode;
-use rustix::io::Errno;
 
+use crate::os;
 use crate::output::{self, inert_path};
 
 /// One warning per process about the fallback, however often the folder is asked for.
@@ -215,9 +214,10 @@ fn check_owned_folder(path: &Path) -> Result<(), Unfit> {
 fn make_private(path: &Path, create: bool) -> Result<(), Unfit> {
     check_parent(path)?;
     if create {
-        match rustix::fs::mkdir(path, Mode::RWXU) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(errno) => return Err(Unfit::new(path, Why::Io(errno.into()))),
+        match os::mkdir_private(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(Unfit::new(path, Why::Io(error))),
         }
     }
     match inspect(path) {
@@ -251,18 +251,10 @@ fn inspect(path: &Path) -> Result<(), Unfit> {
 /// Sets mode 0700 on a folder of ours through a descriptor, so that a link put in its place
 /// meanwhile is refused rather than followed.
 fn close(path: &Path) -> Result<(), Unfit> {
-    let folder = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|error| Unfit::new(path, Why::Io(error)))?;
-    let meta = File::metadata(&folder).map_err(|error| Unfit::new(path, Why::Io(error)))?;
-    if meta.uid() != euid() {
-        return Err(Unfit::new(path, Why::Foreign { uid: meta.uid() }));
+    let uid = os::restrict_dir_to_owner(path).map_err(|error| Unfit::new(path, Why::Io(error)))?;
+    if uid != euid() {
+        return Err(Unfit::new(path, Why::Foreign { uid }));
     }
-    folder
-        .set_permissions(fs::Permissions::from_mode(0o700))
-        .map_err(|error| Unfit::new(path, Why::Io(error)))?;
     inspect(path)
 }
 
@@ -293,7 +285,7 @@ fn check_parent(path: &Path) -> Result<(), Unfit> {
 }
 
 fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
+    os::effective_uid()
 }
 
 #[cfg(test)]

@@ -573,7 +573,7 @@ impl Supervisor {
                 // A failed wait means the child is gone already; report it as killed.
                 let status = child
                     .wait()
-                    .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                    .unwrap_or_else(|_| ExitStatus::from_raw(os::Sig::KILL.as_raw()));
                 reaper.reaped(pid, generation);
                 let _ = sender.send(Event::Exited(generation, status));
             })

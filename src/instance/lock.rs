@@ -47,9 +47,8 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
     // A starting supervisor writes its record moments after taking the lock, and a passing
     // status check holds a shared lock for an instant: retry briefly before answering.
     for attempt in 0..50 {
-        // Fully qualified: std's own `File::try_lock` has the same name.
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => {
+        match os::try_lock(&file, true) {
+            Ok(true) => {
                 let stale = Stale::read(files);
                 return Ok(Acquired::Ours(
                     InstanceLock {
@@ -59,7 +58,7 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
                     stale,
                 ));
             }
-            Err(fs4::TryLockError::WouldBlock) => {
+            Ok(false) => {
                 if let Ok(record) = files.read_record() {
                     return Ok(Acquired::Running(Some(record)));
                 }
@@ -67,7 +66,7 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            Err(fs4::TryLockError::Error(error)) => {
+            Err(error) => {
                 return Err(error)
                     .with_context(|| format!("could not lock `{}`", files.lock.display()));
             }
@@ -86,10 +85,10 @@ impl InstanceFiles {
         let Some(file) = open_existing_lock(&self.lock)? else {
             return Ok(LockState::Free);
         };
-        match fs4::FileExt::try_lock_shared(&file) {
-            Ok(()) => Ok(LockState::Free),
-            Err(fs4::TryLockError::WouldBlock) => Ok(LockState::Held),
-            Err(fs4::TryLockError::Error(error)) => Err(error)
+        match os::try_lock(&file, false) {
+            Ok(true) => Ok(LockState::Free),
+            Ok(false) => Ok(LockState::Held),
+            Err(error) => Err(error)
                 .with_context(|| format!("could not test the lock `{}`", self.lock.display())),
         }
     }
@@ -124,7 +123,7 @@ impl InstanceFiles {
         std::thread::Builder::new()
             .name("portguard-lock-wait".to_owned())
             .spawn(move || {
-                let released = fs4::FileExt::lock_shared(&file);
+                let released = os::lock_shared(&file);
                 // Our own shared lock must be gone before the caller acts on the answer (say,
                 // by taking the lock to clean up).
                 drop(file);

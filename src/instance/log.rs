@@ -42,10 +42,8 @@ impl InstanceFiles {
     pub(crate) fn capture_log(&self) -> Result<Capture> {
         let file = create(&self.log)?;
         let (reader, writer) = std::io::pipe().context("could not create the log pipe")?;
-        for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-            os::redirect_fd(writer.as_raw_fd(), target)
-                .with_context(|| format!("could not send output to `{}`", self.log.display()))?;
-        }
+        os::redirect_stdout_stderr(writer.as_raw_fd())
+            .with_context(|| format!("could not send output to `{}`", self.log.display()))?;
         drop(writer);
         let path = self.log.clone();
         let copier = std::thread::Builder::new()
@@ -69,9 +67,7 @@ impl Drop for Capture {
         // Once nothing else writes (the servers are gone), the copier sees the end of the pipe
         // when this process's own ends close: point them at the log file itself.
         if let Ok(file) = open_append(&self.log) {
-            for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-                let _ = os::redirect_fd(file.as_raw_fd(), target);
-            }
+            let _ = os::redirect_stdout_stderr(file.as_raw_fd());
         }
         if let Some(copier) = self.copier.take() {
             let deadline = Instant::now() + Duration::from_secs(1);

@@ -12,7 +12,7 @@ use crate::os::{self, StartTime};
 pub(crate) type Refusal = String;
 
 fn my_uid() -> u32 {
-    rustix::process::geteuid().as_raw()
+    os::effective_uid()
 }
 
 /// Never pid 0 or 1, never portguard itself, whatever a record says; and only a live process

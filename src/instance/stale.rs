@@ -84,7 +84,7 @@ fn socket_holders(record: &Record, groups: &[u32]) -> Escaped {
     let Some(inode) = record.socket_inode else {
         return Escaped::default();
     };
-    let me = rustix::process::geteuid().as_raw();
+    let me = os::effective_uid();
     let holders: Vec<os::Holder> = os::socket_holders(inode, me)
         .into_iter()
         .filter(|holder| holder.pid != std::process::id())

@@ -11,10 +11,9 @@
 //! regular file of this user's that nobody else may write, in the private runtime folder; an
 //! entry without a fingerprint is never fresh.
 use std::collections::hash_map::DefaultHasher;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::hash::{Hash as _, Hasher as _};
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::Metadata;
@@ -69,24 +68,7 @@ pub(crate) fn load(dir: &RuntimeDir, question: &Question) -> Option<Metadata> {
 /// The bytes of `path` if it is a regular file of this user's that nobody else may write, and
 /// not larger than an entry can be. A link is not followed, and a FIFO does not block.
 fn read_own_file(path: &Path) -> Option<Vec<u8>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    let trusted = meta.is_file()
-        && meta.uid() == rustix::process::geteuid().as_raw()
-        && meta.mode() & 0o022 == 0
-        && meta.len() <= MAX_ENTRY_BYTES;
-    if !trusted {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_ENTRY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    (bytes.len() as u64 <= MAX_ENTRY_BYTES).then_some(bytes)
+    crate::os::read_private_file(path, MAX_ENTRY_BYTES).ok()
 }
 
 /// Keeps `metadata` as the answer to `question`. Best effort: a start never fails because the

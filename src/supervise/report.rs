@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::FromRawFd as _;
 use std::sync::Mutex;
 
 use crate::context::Context;
@@ -21,18 +20,9 @@ impl Reporter {
     /// The reporter of a re-executed supervisor, if this is one.
     pub(crate) fn from_context(context: &Context) -> Option<Self> {
         let fd: i32 = context.var(REPORT_FD_VAR)?.to_str()?.parse().ok()?;
-        // SAFETY: F_GETFD only asks whether the descriptor is open.
-        if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return None;
-        }
-        // SAFETY: the foreground portguard opened this descriptor for us and for this use alone.
-        let file = unsafe { File::from_raw_fd(fd) };
         // Only the supervisor reports: no server it starts may hold the pipe open, or the
         // foreground would not see its end when the supervisor dies.
-        // SAFETY: F_SETFD on the descriptor just taken over.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        let file = crate::os::take_inherited_fd(fd)?;
         Some(Reporter {
             pipe: Mutex::new(Some(file)),
         })

@@ -226,6 +226,42 @@ pub fn open_private_read(path: &Path) -> Result<File, PrivateFileError> {
     Ok(file)
 }
 
+/// Opens the file at `path` for reading without following a link in its last component or
+/// waiting on a FIFO; who owns it is the caller's question.
+pub fn open_no_follow_read(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::open(path, flags, Mode::empty())?))
+}
+
+/// Creates one folder with mode 0700 in the `mkdir` itself, so that it is never open to others
+/// for an instant whatever the umask; an existing one is an `AlreadyExists` error.
+pub fn mkdir_private(path: &Path) -> io::Result<()> {
+    Ok(rustix::fs::mkdir(path, Mode::RWXU)?)
+}
+
+/// Makes a folder of this user's private (mode 0700) through a descriptor, so that a link put
+/// in its place meanwhile is refused rather than followed. Returns the folder's owner; a folder
+/// of another user's is left alone and its owner returned.
+pub fn restrict_dir_to_owner(path: &Path) -> io::Result<u32> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let folder = rustix::fs::open(path, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&folder)?;
+    if stat.st_uid == rustix::process::geteuid().as_raw() {
+        rustix::fs::fchmod(&folder, Mode::RWXU)?;
+    }
+    Ok(stat.st_uid)
+}
+
+/// Whether this user may create and remove files in the folder `path`.
+pub fn can_write_dir(path: &Path) -> io::Result<()> {
+    Ok(rustix::fs::accessat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )?)
+}
+
 /// Opens the file at `path` for reading and writing (a lock), creating it with `mode` when
 /// `create` says so, if it is a regular file of this effective user that nobody else may write.
 pub fn open_private_rw(path: &Path, create: bool, mode: u32) -> Result<File, PrivateFileError> {

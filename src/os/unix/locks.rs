@@ -6,6 +6,26 @@
 use std::fs::File;
 use std::io;
 
+/// Tries an advisory lock on the whole file (`flock`): exclusive, or shared with other shared
+/// holders. `Ok(false)` when another holder's lock conflicts; never waits.
+pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    let tried = if exclusive {
+        fs4::FileExt::try_lock(file)
+    } else {
+        fs4::FileExt::try_lock_shared(file)
+    };
+    match tried {
+        Ok(()) => Ok(true),
+        Err(fs4::TryLockError::WouldBlock) => Ok(false),
+        Err(fs4::TryLockError::Error(error)) => Err(error),
+    }
+}
+
+/// Waits for a shared lock on the file: until no exclusive holder is left.
+pub fn lock_shared(file: &File) -> io::Result<()> {
+    fs4::FileExt::lock_shared(file)
+}
+
 /// The pids holding a lock on `file`: a `flock` (as fs4 takes it), a POSIX record lock or an
 /// open file description lock, found by the file's device and inode. Processes waiting for
 /// the lock are not holders.

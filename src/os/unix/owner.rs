@@ -6,6 +6,12 @@ use std::process::Command;
 
 use super::process::{group_exists, pid};
 
+/// The effective user id of this process: whose files and processes portguard may trust.
+#[must_use]
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// The effective uid of the live (or zombie) process `target`; `None` when it does not exist
 /// or the OS will not say.
 ///
@@ -16,13 +22,13 @@ use super::process::{group_exists, pid};
 pub fn process_uid(target: u32) -> Option<u32> {
     pid(target).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{target}/status")).ok()?;
-    effective_uid(&status)
+    effective_uid_in(&status)
 }
 
 /// The effective uid in the text of /proc/PID/status: `Uid:` lists real, effective, saved and
 /// filesystem uids.
 #[cfg(target_os = "linux")]
-fn effective_uid(status: &str) -> Option<u32> {
+fn effective_uid_in(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -206,9 +212,9 @@ mod tests {
     #[test]
     fn the_effective_uid_is_read_from_the_status_text() {
         let status = "Name:\tsudo\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
-        assert_eq!(effective_uid(status), Some(0));
-        assert_eq!(effective_uid("Name:\tx\n"), None);
-        assert_eq!(effective_uid("Uid:\t1000\n"), None);
+        assert_eq!(effective_uid_in(status), Some(0));
+        assert_eq!(effective_uid_in("Name:\tx\n"), None);
+        assert_eq!(effective_uid_in("Uid:\t1000\n"), None);
     }
 
     #[test]

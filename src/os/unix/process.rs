@@ -271,13 +271,34 @@ pub fn detach_child(command: &mut Command, keep: RawFd) {
     }
 }
 
-/// Makes `target` (a standard descriptor of this process) a copy of `source`.
-pub fn redirect_fd(source: RawFd, target: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 between descriptors this process owns.
-    if unsafe { libc::dup2(source, target) } < 0 {
-        return Err(io::Error::last_os_error());
+/// Makes this process's stdout and stderr copies of `source`, for a detached supervisor and the
+/// servers it starts.
+pub fn redirect_stdout_stderr(source: RawFd) -> io::Result<()> {
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 between descriptors this process owns.
+        if unsafe { libc::dup2(source, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
+}
+
+/// Takes over a descriptor this process inherited for its own use (not 0–2), if it is open,
+/// and keeps it from the programs this process starts.
+#[must_use]
+pub fn take_inherited_fd(fd: RawFd) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open, and the caller was handed it for this use alone.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor just taken over.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    Some(file)
 }
 
 #[cfg(all(test, target_os = "linux"))]
