@@ -127,6 +127,17 @@ pub(crate) struct ConfigQueryArgs {
     pub(crate) json: bool,
 }
 
+impl ConfigQueryArgs {
+    /// The flags that take part in the configuration's precedence.
+    pub(crate) fn flags(&self) -> crate::config::Flags<'_> {
+        crate::config::Flags {
+            env: self.env.as_deref(),
+            port: self.port,
+            bin: None,
+        }
+    }
+}
+
 /// Options every command takes, spelled as cargo spells them.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CommonArgs {

@@ -165,21 +165,9 @@ pub(crate) fn config(
     common: &CommonArgs,
     args: &ConfigQueryArgs,
 ) -> Result<i32> {
-    // Without a private runtime folder there is no cache, and cargo is asked each time.
-    let cache = context.runtime_dir().ok();
     let crate::config::Loaded {
         project, config, ..
-    } = crate::config::load(
-        &context.vars(),
-        common.manifest_path.as_deref(),
-        common.package.as_deref(),
-        crate::config::Flags {
-            env: args.env.as_deref(),
-            port: args.port,
-            bin: None,
-        },
-        cache,
-    )?;
+    } = super::load_config(context, common, args.flags())?;
     let (package, manifest) = (project.package.name.as_str(), project.manifest_path());
     let text = if args.json {
         let report = Report {

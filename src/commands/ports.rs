@@ -284,24 +284,9 @@ impl From<&Candidate> for JsonCandidate {
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
 pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryArgs) -> Result<i32> {
-    // Without a private runtime folder there is no cache, and cargo is asked each time.
-    let cache = context.runtime_dir().ok();
-    let crate::config::Loaded {
-        project: _project,
-        config,
-        ..
-    } = crate::config::load(
-        &context.vars(),
-        common.manifest_path.as_deref(),
-        common.package.as_deref(),
-        crate::config::Flags {
-            env: args.env.as_deref(),
-            port: args.port,
-            bin: None,
-        },
-        cache,
-    )?;
-    let survey = survey(&config, |port| reservation_holder(cache, port));
+    let config = super::load_config(context, common, args.flags())?.config;
+    let runtime = context.runtime_dir().ok();
+    let survey = survey(&config, |port| reservation_holder(runtime, port));
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&survey.to_json())
             .context("could not encode the ports")?;

@@ -41,21 +41,18 @@ struct Plan {
 
 impl Plan {
     fn new(context: &Context, common: &CommonArgs, args: &RunArgs) -> Result<Self> {
-        let cache = context.runtime_dir().ok();
         let config::Loaded {
             cargo,
             project,
             config,
-        } = config::load(
-            &context.vars(),
-            common.manifest_path.as_deref(),
-            common.package.as_deref(),
+        } = super::load_config(
+            context,
+            common,
             config::Flags {
                 env: args.env.as_deref(),
                 port: args.port,
                 bin: args.bin.as_deref(),
             },
-            cache,
         )?;
         if args.replicas.is_some_and(|count| count > 1) && config.handoff.value != Handoff::Socket {
             return Err(BadInput(format!(

@@ -40,12 +40,7 @@ pub(crate) fn stop(files: &InstanceFiles, timeout: Option<Duration>) -> Result<(
         return Ok(());
     }
     let record = running_record(files)?;
-    let supervisor = proof::supervisor(files, &record).map_err(|why| {
-        failure(format!(
-            "refusing to signal pid {}, the supervisor recorded for `{name}`: {why}",
-            record.supervisor_pid
-        ))
-    })?;
+    let supervisor = proved_supervisor(files, &record)?;
     let started = Instant::now();
     output::status(
         "Stopping",
@@ -132,12 +127,7 @@ fn take_over(files: &InstanceFiles, record: &Record, supervisor: u32) -> Result<
 pub(crate) fn restart(files: &InstanceFiles) -> Result<()> {
     let name = &files.name;
     let record = running_record(files)?;
-    let supervisor = proof::supervisor(files, &record).map_err(|why| {
-        failure(format!(
-            "refusing to signal pid {}, the supervisor recorded for `{name}`: {why}",
-            record.supervisor_pid
-        ))
-    })?;
+    let supervisor = proved_supervisor(files, &record)?;
     output::status(
         "Restarting",
         format!("`{name}` (server pid {})", record.pid),
@@ -191,6 +181,16 @@ fn running_record(files: &InstanceFiles) -> Result<Record> {
         files.name,
         last.unwrap_or_else(|| anyhow::anyhow!("no record"))
     )))
+}
+
+/// The recorded supervisor, once proved ours; otherwise the refusal, as an error.
+fn proved_supervisor(files: &InstanceFiles, record: &Record) -> Result<u32> {
+    proof::supervisor(files, record).map_err(|why| {
+        failure(format!(
+            "refusing to signal pid {}, the supervisor recorded for `{}`: {why}",
+            record.supervisor_pid, files.name
+        ))
+    })
 }
 
 fn signal(pid: u32, signal: Sig) -> Result<()> {
