@@ -97,15 +97,19 @@ impl InstanceFiles {
         Ok(self.lock_state()? == LockState::Held)
     }
 
-    /// The processes that hold the lock, where the OS can tell (`None` where it cannot).
+    /// Whether process `pid` holds the lock, where the OS can tell (`None` where it cannot).
     ///
     /// # Errors
-    /// When the lock file cannot be opened or the OS's list of locks cannot be read.
-    pub(crate) fn lock_holders(&self) -> Result<Option<Vec<u32>>> {
+    /// When the lock file cannot be opened or the process's descriptors cannot be read.
+    pub(crate) fn is_held_by(&self, pid: u32) -> Result<Option<bool>> {
         let file = open_existing_lock(&self.lock)?
             .ok_or_else(|| anyhow!("the lock `{}` is gone", self.lock.display()))?;
-        os::lock_holders(&file)
-            .with_context(|| format!("could not tell who holds `{}`", self.lock.display()))
+        os::holds_lock(pid, &file).with_context(|| {
+            format!(
+                "could not tell whether pid {pid} holds `{}`",
+                self.lock.display()
+            )
+        })
     }
 
     /// Waits until no supervisor holds the lock, at most `timeout`; true when released.
@@ -151,8 +155,9 @@ impl InstanceLock {
     /// When the state folder cannot be written.
     pub(crate) fn write_record(&self, record: &Record) -> Result<()> {
         let dir = self.files.dir();
-        record::write_atomically(dir, &self.files.json, &record::encode(record)?)?;
-        record::write_atomically(dir, &self.files.pid, format!("{}\n", record.pid).as_bytes())
+        record::write_atomically(dir, &self.files.json, &record::encode(record)?, true)?;
+        let pid = format!("{}\n", record.pid);
+        record::write_atomically(dir, &self.files.pid, pid.as_bytes(), true)
     }
 
     /// Leaves word of how this run ended, for a `stop` that waits on the lock.
@@ -160,7 +165,14 @@ impl InstanceLock {
     /// # Errors
     /// When the state folder cannot be written.
     pub(crate) fn write_ended(&self, ended: &Ended) -> Result<()> {
-        record::write_atomically(self.files.dir(), &self.files.ended, &record::encode(ended)?)
+        // Not synced: it sits between the servers' end and the lock's release, which `stop`
+        // waits for, and losing it to a power cut loses only a remark.
+        record::write_atomically(
+            self.files.dir(),
+            &self.files.ended,
+            &record::encode(ended)?,
+            false,
+        )
     }
 
     /// Removes `<instance>.pid` and `<instance>.json`; links are removed, never followed.

@@ -48,19 +48,14 @@ fn same_process(pid: u32, start: Option<&StartTime>, what: &str) -> Result<(), R
 pub(crate) fn supervisor(files: &InstanceFiles, record: &Record) -> Result<u32, Refusal> {
     let pid = record.supervisor_pid;
     same_process(pid, record.supervisor_start_time.as_ref(), "supervisor")?;
-    match files.lock_holders() {
-        Ok(Some(holders)) if holders.contains(&pid) => Ok(pid),
-        Ok(Some(holders)) => Err(format!(
-            "pid {pid} does not hold the lock `{}` (its holders: {})",
-            files.lock.display(),
-            if holders.is_empty() {
-                "none".to_owned()
-            } else {
-                crate::supervise::pid_list(&holders)
-            }
+    match files.is_held_by(pid) {
+        // `None`: the OS cannot tell who holds a lock (macOS), so owner and start time are the
+        // proof.
+        Ok(Some(true) | None) => Ok(pid),
+        Ok(Some(false)) => Err(format!(
+            "pid {pid} does not hold the lock `{}`",
+            files.lock.display()
         )),
-        // The OS cannot name lock holders (macOS): owner and start time are the proof.
-        Ok(None) => Ok(pid),
         Err(error) => Err(format!("{error:#}")),
     }
 }

@@ -96,14 +96,26 @@ pub(super) fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Renames a fresh temporary file over `path`: readers see the old file or the new, never half
-/// of one, and a symbolic link at `path` is replaced rather than followed.
-pub(super) fn write_atomically(dir: &Path, path: &Path, contents: &[u8]) -> Result<()> {
+/// of one, and a symbolic link at `path` is replaced rather than followed. With `durable`, the
+/// contents reach the disk before the rename.
+pub(super) fn write_atomically(
+    dir: &Path,
+    path: &Path,
+    contents: &[u8],
+    durable: bool,
+) -> Result<()> {
     let mut temp = tempfile::Builder::new()
         .prefix(".portguard-")
         .tempfile_in(dir)
         .with_context(|| format!("could not create a temporary file in `{}`", dir.display()))?;
     temp.write_all(contents)
-        .and_then(|()| temp.as_file().sync_data())
+        .and_then(|()| {
+            if durable {
+                temp.as_file().sync_data()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("could not write `{}`", temp.path().display()))?;
     temp.persist(path)
         .with_context(|| format!("could not write `{}`", path.display()))?;

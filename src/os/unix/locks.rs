@@ -1,7 +1,9 @@
-//! Who holds a lock on a file.
+//! File locks: taking them, and telling whether a given process holds one.
 //!
-//! Linux lists every lock in `/proc/locks`, by the device and inode of the locked file; no other
-//! Unix portguard runs on has such a list, so there the answer is "cannot tell".
+//! Whether a process holds a lock is read from its own descriptor table: on Linux,
+//! `/proc/PID/fdinfo/N` lists the locks held through descriptor `N`. (`/proc/locks` lists every
+//! lock of the system, but reading it waits for an RCU grace period: tens of milliseconds on the
+//! way to every `stop`.) Elsewhere the answer is "cannot tell".
 
 use std::fs::File;
 use std::io;
@@ -26,93 +28,54 @@ pub fn lock_shared(file: &File) -> io::Result<()> {
     fs4::FileExt::lock_shared(file)
 }
 
-/// The pids holding a lock on `file`: a `flock` (as fs4 takes it), a POSIX record lock or an
-/// open file description lock, found by the file's device and inode. Processes waiting for
-/// the lock are not holders.
-///
-/// `Ok(None)` where the OS cannot tell, which includes a lock whose holder the kernel does not
-/// name (an open file description lock, or a holder in another pid namespace). A failure to
-/// read the list is an error, never "no holders".
-///
-/// For a `flock` the kernel names the process that took the lock; a process that inherited the
-/// descriptor since holds it too, and outlives that pid if the taker exits.
+/// Whether process `pid` holds an exclusive lock on `file` through a descriptor of its own (one
+/// it opened or inherited), found by the file's device and inode among its descriptors.
+/// `Ok(None)` where the OS cannot tell. A descriptor table that cannot be read (the process is
+/// gone, or another user's) is an error, never "no".
 #[cfg(target_os = "linux")]
-pub fn lock_holders(file: &File) -> io::Result<Option<Vec<u32>>> {
-    let stat = rustix::fs::fstat(file)?;
-    let id = FileId {
-        major: libc::major(stat.st_dev),
-        minor: libc::minor(stat.st_dev),
-        inode: stat.st_ino,
-    };
-    let list = std::fs::read_to_string("/proc/locks")?;
-    Ok(holders_in(&list, id))
+pub fn holds_lock(pid: u32, file: &File) -> io::Result<Option<bool>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let target = file.metadata()?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        // Followed: the link names the open file. One closed meanwhile is skipped.
+        let Ok(open) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if open.dev() != target.dev() || open.ino() != target.ino() {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))?;
+        if holds_write_lock(&info) {
+            return Ok(Some(true));
+        }
+    }
+    Ok(Some(false))
 }
 
 #[cfg(not(target_os = "linux"))]
 #[allow(clippy::unnecessary_wraps)] // The signature of the Linux version, which can fail.
-pub fn lock_holders(_file: &File) -> io::Result<Option<Vec<u32>>> {
+pub fn holds_lock(_pid: u32, _file: &File) -> io::Result<Option<bool>> {
     Ok(None)
 }
 
-/// A file as `/proc/locks` names it: `MAJOR:MINOR:INODE`, the device numbers in hex.
+/// Whether an fdinfo text lists an exclusive lock held through that descriptor:
+/// `lock:\t1: FLOCK  ADVISORY  WRITE 4796 fe:00:10013531 0 EOF`.
 #[cfg(target_os = "linux")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    major: u32,
-    minor: u32,
-    inode: u64,
-}
-
-#[cfg(target_os = "linux")]
-impl FileId {
-    fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split(':');
-        let id = FileId {
-            major: u32::from_str_radix(parts.next()?, 16).ok()?,
-            minor: u32::from_str_radix(parts.next()?, 16).ok()?,
-            inode: parts.next()?.parse().ok()?,
-        };
-        parts.next().is_none().then_some(id)
-    }
-}
-
-/// The holders of locks on `file` in the text of `/proc/locks`, sorted, each once; `None` when
-/// one of those locks has no pid (`-1` for an open file description lock, `0` for a holder
-/// outside this pid namespace).
-///
-/// A line is `ID: CLASS MODE ACCESS PID MAJOR:MINOR:INODE START END`; a waiter's line has `->`
-/// after the id and is not a holder.
-#[cfg(target_os = "linux")]
-fn holders_in(list: &str, file: FileId) -> Option<Vec<u32>> {
-    let mut holders = Vec::new();
-    for line in list.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) == Some(&"->") {
-            continue;
-        }
-        let (Some(class), Some(pid), Some(id)) = (fields.get(1), fields.get(4), fields.get(5))
-        else {
-            continue;
-        };
-        // Leases and delegations are not locks: they do not keep anyone else from locking.
-        if !matches!(*class, "FLOCK" | "POSIX" | "OFDLCK") {
-            continue;
-        }
-        if FileId::parse(id) != Some(file) {
-            continue;
-        }
-        match pid
-            .parse::<i64>()
-            .ok()
-            .and_then(|pid| u32::try_from(pid).ok())
-        {
-            Some(pid @ 1..) => holders.push(pid),
-            _ => return None,
-        }
-    }
-    holders.sort_unstable();
-    holders.dedup();
-    Some(holders)
+fn holds_write_lock(info: &str) -> bool {
+    info.lines()
+        .filter_map(|line| line.strip_prefix("lock:"))
+        .any(|lock| {
+            let fields: Vec<&str> = lock.split_whitespace().collect();
+            // A blocked request (`->`) is not held, and a lease is no lock.
+            fields
+                .get(1)
+                .is_some_and(|kind| matches!(*kind, "FLOCK" | "POSIX" | "OFDLCK"))
+                && fields.get(3) == Some(&"WRITE")
+        })
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -167,7 +130,7 @@ mod tests {
         false
     }
 
-    /// Whether `/proc/locks` lists `pid` as a waiter (a `->` line).
+    /// Whether `/proc/locks` lists `pid` as a waiter (a `->` line): the test's own check.
     fn waiting(pid: u32) -> bool {
         std::fs::read_to_string("/proc/locks").is_ok_and(|list| {
             list.lines().any(|line| {
@@ -177,102 +140,64 @@ mod tests {
         })
     }
 
+    /// Whether `pid` holds the lock, as far as the test can tell while things move.
+    fn holds(pid: u32, file: &File) -> bool {
+        holds_lock(pid, file).ok().flatten() == Some(true)
+    }
+
     #[test]
-    fn the_holder_is_listed_and_a_waiter_is_not() {
+    fn the_holder_holds_the_lock_and_a_waiter_does_not() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("instance.lock");
         let file = File::create(&path).expect("create the lock file");
-        assert_eq!(lock_holders(&file).expect("read /proc/locks"), Some(vec![]));
-
         let Some(holder) = Flock::start(&path) else {
             return;
         };
         assert!(
-            eventually(|| lock_holders(&file).expect("read /proc/locks") == Some(vec![holder.id()])),
-            "the flock process never showed as the holder: {:?}",
-            lock_holders(&file)
+            eventually(|| holds(holder.id(), &file)),
+            "the flock process never showed as holding the lock"
         );
-
         let waiter = Flock::start(&path).expect("flock is installed");
         assert!(
             eventually(|| waiting(waiter.id())),
             "the second flock never waited"
         );
-        assert_eq!(
-            lock_holders(&file).expect("read /proc/locks"),
-            Some(vec![holder.id()]),
-            "the waiter counted as a holder"
-        );
-
+        assert_eq!(holds_lock(waiter.id(), &file).expect("fdinfo"), Some(false));
         drop(holder);
         assert!(
-            eventually(|| lock_holders(&file).expect("read /proc/locks") == Some(vec![waiter.id()])),
-            "the waiter never took over: {:?}",
-            lock_holders(&file)
+            eventually(|| holds(waiter.id(), &file)),
+            "the waiter never took over"
         );
     }
 
     #[test]
-    fn a_lock_taken_here_names_this_process() {
+    fn a_lock_taken_here_is_held_here_and_only_on_its_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("instance.lock");
         let file = File::create(&path).expect("create the lock file");
         let other = File::create(dir.path().join("other.lock")).expect("create another file");
-        fs4::FileExt::lock(&file).expect("lock");
-        assert_eq!(
-            lock_holders(&file).expect("read /proc/locks"),
-            Some(vec![std::process::id()])
-        );
-        // Another descriptor on the same file finds the same lock; another file has none.
-        let again = File::open(&path).expect("open the lock file again");
-        assert_eq!(
-            lock_holders(&again).expect("read /proc/locks"),
-            Some(vec![std::process::id()])
-        );
-        assert_eq!(
-            lock_holders(&other).expect("read /proc/locks"),
-            Some(vec![])
-        );
+        let me = std::process::id();
+        assert_eq!(holds_lock(me, &file).expect("fdinfo"), Some(false));
+        assert!(try_lock(&file, true).expect("lock"));
+        assert_eq!(holds_lock(me, &file).expect("fdinfo"), Some(true));
+        assert_eq!(holds_lock(me, &other).expect("fdinfo"), Some(false));
         fs4::FileExt::unlock(&file).expect("unlock");
-        assert_eq!(lock_holders(&file).expect("read /proc/locks"), Some(vec![]));
+        assert_eq!(holds_lock(me, &file).expect("fdinfo"), Some(false));
+        assert!(
+            holds_lock(u32::MAX - 1, &file).is_err(),
+            "no such process is an error"
+        );
     }
 
     #[test]
-    fn the_list_is_parsed() {
-        let file = FileId {
-            major: 0x103,
-            minor: 0x2d,
-            inode: 123_456,
-        };
-        let list = "\
-1: FLOCK  ADVISORY  WRITE 12345 103:2d:123456 0 EOF
-1: -> FLOCK  ADVISORY  WRITE 12346 103:2d:123456 0 EOF
-2: POSIX  ADVISORY  READ 777 103:2d:123456 0 99
-3: POSIX  ADVISORY  READ 777 103:2d:123456 100 EOF
-4: FLOCK  ADVISORY  WRITE 555 103:2e:123456 0 EOF
-5: FLOCK  ADVISORY  WRITE 556 103:2d:1234567 0 EOF
-6: LEASE  ACTIVE    READ 888 103:2d:123456 0 EOF
-";
-        assert_eq!(holders_in(list, file), Some(vec![777, 12345]));
-        assert_eq!(holders_in("", file), Some(vec![]));
-        let ofd = "1: OFDLCK ADVISORY  WRITE -1 103:2d:123456 0 EOF\n";
-        assert_eq!(holders_in(ofd, file), None, "a holder without a pid");
-        let foreign = "1: FLOCK  ADVISORY  WRITE 0 103:2d:123456 0 EOF\n";
-        assert_eq!(
-            holders_in(foreign, file),
-            None,
-            "a holder in another pid namespace"
-        );
-        assert_eq!(
-            FileId::parse("08:01:42"),
-            Some(FileId {
-                major: 8,
-                minor: 1,
-                inode: 42
-            })
-        );
-        assert_eq!(FileId::parse("08:01"), None);
-        assert_eq!(FileId::parse("08:01:42:1"), None);
-        assert_eq!(FileId::parse("zz:01:42"), None);
+    fn fdinfo_lock_lines_are_read() {
+        let held =
+            "pos:\t0\nflags:\t0100002\nlock:\t1: FLOCK  ADVISORY  WRITE 4796 fe:00:1 0 EOF\n";
+        assert!(holds_write_lock(held));
+        assert!(!holds_write_lock("pos:\t0\nflags:\t0100002\n"));
+        let shared = "lock:\t1: FLOCK  ADVISORY  READ 4796 fe:00:1 0 EOF\n";
+        assert!(!holds_write_lock(shared));
+        let lease = "lock:\t1: LEASE  ACTIVE    WRITE 4796 fe:00:1 0 EOF\n";
+        assert!(!holds_write_lock(lease));
     }
 }
