@@ -37,6 +37,9 @@ pub(crate) enum LockState {
     Free,
 }
 
+/// How many times [`acquire`] looks, 10 ms apart, before it calls the lock taken.
+const ATTEMPTS: u32 = 50;
+
 /// Takes the instance lock without waiting.
 ///
 /// # Errors
@@ -46,7 +49,9 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
     let file = open_lock(&files.lock, true).map_err(|why| anyhow!("refusing the lock: {why}"))?;
     // A starting supervisor writes its record moments after taking the lock, and a passing
     // status check holds a shared lock for an instant: retry briefly before answering.
-    for attempt in 0..50 {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         match os::try_lock(&file, true) {
             Ok(true) => {
                 let stale = Stale::read(files);
@@ -59,12 +64,18 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
                 ));
             }
             Ok(false) => {
-                if let Ok(record) = files.read_record() {
-                    return Ok(Acquired::Running(Some(record)));
+                let record = files.read_record().ok();
+                // A supervisor that was just killed holds the lock until the last of its
+                // threads is gone: only a live one is an answer at once.
+                let live = record.as_ref().is_some_and(|record| {
+                    os::is_running(record.supervisor_pid)
+                        && record.supervisor_start_time.is_some()
+                        && os::start_time(record.supervisor_pid) == record.supervisor_start_time
+                });
+                if live || attempt == ATTEMPTS {
+                    return Ok(Acquired::Running(record));
                 }
-                if attempt < 49 {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                std::thread::sleep(Duration::from_millis(10));
             }
             Err(error) => {
                 return Err(error)
@@ -72,7 +83,6 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
             }
         }
     }
-    Ok(Acquired::Running(None))
 }
 
 impl InstanceFiles {
