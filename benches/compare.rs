@@ -139,7 +139,7 @@ fn main() {
     if plan.quick || plan.only.is_some() {
         eprintln!("BENCHMARKS.md left alone: PORTGUARD_BENCH_QUICK or PORTGUARD_BENCH_ONLY is set");
     } else {
-        support::write_bench_section("compare", &section);
+        common::write_bench_section("compare", &section);
     }
 }
 

@@ -3,6 +3,8 @@
 //! and exit with the answer.
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Parser as _;
 
@@ -16,9 +18,11 @@ use crate::{exit_codes, output};
 pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
     let args = cli::with_subcommand_word(args, "serve-safe");
     match ServeSafeCli::try_parse_from(&args) {
-        Ok(ServeSafeCli::ServeSafe(serve_safe)) => run(args, &serve_safe.common, |context| {
-            serve::serve(context, &serve_safe.common, &serve_safe.run)
-        }),
+        Ok(ServeSafeCli::ServeSafe(serve_safe)) => {
+            run(args, Context::from_process, &serve_safe.common, |context| {
+                serve::serve(context, &serve_safe.common, &serve_safe.run)
+            })
+        }
         Err(error) => clap_exit(&error),
     }
 }
@@ -26,13 +30,41 @@ pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
 /// `cargo portguard`, given the process arguments (the program name first).
 #[must_use]
 pub fn portguard_main(args: Vec<OsString>) -> i32 {
+    portguard(args, Context::from_process)
+}
+
+/// `cargo portguard` run inside this process, for tests: `args` as for [`portguard_main`],
+/// `vars` the whole environment the command sees and `cwd` its current folder (the process's
+/// own are neither read nor changed). What the command prints goes to `stdout` and `stderr`,
+/// written once it has finished; calls on other threads keep their output apart. Meant for
+/// commands that start no server (`config`, `ports`, `status`, `init --dry-run`): a server
+/// would inherit the process's streams, not these.
+#[doc(hidden)]
+#[must_use]
+pub fn portguard_in(
+    args: Vec<OsString>,
+    vars: Vec<(OsString, OsString)>,
+    cwd: PathBuf,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let (code, out, err) =
+        output::capture(|| portguard(args, |args| Context::new(vars, args, cwd)));
+    match stdout.write_all(&out).and_then(|()| stderr.write_all(&err)) {
+        Ok(()) => code,
+        Err(_) => exit_codes::FAILURE,
+    }
+}
+
+/// `cargo portguard` with the context `context` makes from the parsed arguments.
+fn portguard(args: Vec<OsString>, context: impl FnOnce(Vec<OsString>) -> Context) -> i32 {
     let args = cli::with_subcommand_word(args, "portguard");
     let portguard = match PortguardCli::try_parse_from(&args) {
         Ok(PortguardCli::Portguard(portguard)) => portguard,
         Err(error) => return clap_exit(&error),
     };
     let common = &portguard.common;
-    run(args, common, |context| match &portguard.command {
+    run(args, context, common, |context| match &portguard.command {
         PortguardCommand::Run(args) => serve::serve(context, common, args),
         PortguardCommand::Status(args) => status::status(context, common, args),
         PortguardCommand::Stop(args) => stop::stop(context, common, args),
@@ -45,16 +77,17 @@ pub fn portguard_main(args: Vec<OsString>) -> i32 {
     })
 }
 
-/// Sets up output, builds the context from the real environment, runs a command, and turns its
-/// error into the message and exit code the contract gives it.
+/// Builds the context, sets up output for it, runs a command, and turns its error into the
+/// message and exit code the contract gives it.
 fn run(
     args: Vec<OsString>,
+    context: impl FnOnce(Vec<OsString>) -> Context,
     common: &CommonArgs,
     command: impl FnOnce(&Context) -> anyhow::Result<i32>,
 ) -> i32 {
-    output::init(common.color, common.quiet, common.verbose);
     // The program name is the binary's; what follows is what the command was parsed from.
-    let context = Context::from_process(args.into_iter().skip(1).collect());
+    let context = context(args.into_iter().skip(1).collect());
+    output::init(common.color, common.quiet, common.verbose, &context.vars());
     match command(&context) {
         Ok(code) => code,
         Err(error) => {
@@ -66,6 +99,6 @@ fn run(
 
 /// Help and version go to stdout with 0; usage errors to stderr with 2, as clap does.
 fn clap_exit(error: &clap::Error) -> i32 {
-    let _ = error.print();
+    output::clap_error(error);
     error.exit_code()
 }

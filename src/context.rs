@@ -23,11 +23,23 @@ impl Context {
     /// The process's own environment, with `args` as the command line (subcommand word
     /// included, program name excluded).
     pub(crate) fn from_process(args: Vec<OsString>) -> Self {
-        let vars = std::env::vars_os()
-            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
-            .collect();
         // A folder that was removed under us still has a meaning for messages.
         let cwd = std::env::current_dir().unwrap_or_default();
+        Self::new(std::env::vars_os(), args, cwd)
+    }
+
+    /// A context made of given parts, for a command run in-process: `vars` stand for the whole
+    /// environment (nothing of the process's own is added), `cwd` for the current folder.
+    pub(crate) fn new(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+        args: Vec<OsString>,
+        cwd: PathBuf,
+    ) -> Self {
+        // A name that is not UTF-8 is none portguard reads.
+        let vars = vars
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+            .collect();
         Context {
             vars,
             args,

@@ -1,7 +1,11 @@
-//! Human output in cargo's style: a right-aligned, coloured verb on stderr.
+//! Human output in cargo's style: a right-aligned, coloured verb on stderr; a command's answer
+//! on stdout. Every word a command says passes through here, so that a caller in this process
+//! (see [`capture`]) can take it instead of the process's streams.
 //!
 //! The server's own stdout and stderr never pass through here; they are inherited untouched.
 
+use std::cell::RefCell;
+use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,15 +29,79 @@ pub(crate) enum Color {
     Never,
 }
 
-/// Sets colour and verbosity for the rest of the process.
+/// What a [`capture`] collects, with the settings [`init`] makes global otherwise: commands
+/// captured on parallel threads must neither mix their output nor share `--quiet`.
+#[derive(Debug, Default)]
+struct Sink {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    quiet: bool,
+    verbose: bool,
+    colored: bool,
+}
+
+thread_local! {
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+}
+
+/// Runs `command` with everything this thread writes through `output` collected instead of
+/// written to the process's streams; returns its result, then what went to stdout and to stderr.
+/// The process's streams are this thread's again afterwards, even when `command` panics.
+pub(crate) fn capture<T>(command: impl FnOnce() -> T) -> (T, Vec<u8>, Vec<u8>) {
+    /// Puts back what was there before, on the way out however it is taken.
+    struct Restore(Option<Sink>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SINK.with(|sink| *sink.borrow_mut() = previous);
+        }
+    }
+    let restore = Restore(SINK.with(|sink| sink.borrow_mut().replace(Sink::default())));
+    let result = command();
+    let taken = SINK
+        .with(|sink| sink.borrow_mut().take())
+        .unwrap_or_default();
+    drop(restore);
+    (result, taken.stdout, taken.stderr)
+}
+
+/// `f` on this thread's sink, if a [`capture`] is running.
+fn with_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> Option<T> {
+    SINK.with(|sink| sink.borrow_mut().as_mut().map(f))
+}
+
+/// Sets colour and verbosity for the rest of the process, or of the [`capture`] under way.
 ///
 /// `--color` wins over `CARGO_TERM_COLOR`; with neither, anstream follows `NO_COLOR`,
-/// `CLICOLOR_FORCE` and whether stderr is a terminal.
-pub(crate) fn init(color: Option<Color>, quiet: bool, verbose: bool) {
-    let from_cargo = std::env::var("CARGO_TERM_COLOR")
-        .ok()
+/// `CLICOLOR_FORCE` and whether stderr is a terminal. A capture is no terminal: it is coloured
+/// only when asked for (`always`, or `CLICOLOR_FORCE` without `NO_COLOR`). `vars` is the
+/// command's environment.
+pub(crate) fn init(
+    color: Option<Color>,
+    quiet: bool,
+    verbose: bool,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+) {
+    let from_cargo = vars("CARGO_TERM_COLOR")
+        .and_then(|value| value.into_string().ok())
         .and_then(|value| <Color as clap::ValueEnum>::from_str(&value, true).ok());
-    let choice = match color.or(from_cargo) {
+    let color = color.or(from_cargo);
+    let captured = with_sink(|sink| {
+        let set = |name: &str| vars(name).filter(|value| !value.is_empty());
+        sink.quiet = quiet;
+        sink.verbose = verbose;
+        sink.colored = match color {
+            Some(Color::Always) => true,
+            Some(Color::Never) => false,
+            Some(Color::Auto) | None => {
+                set("NO_COLOR").is_none() && set("CLICOLOR_FORCE").is_some_and(|v| v != "0")
+            }
+        };
+    });
+    if captured.is_some() {
+        return;
+    }
+    let choice = match color {
         Some(Color::Always) => ColorChoice::Always,
         Some(Color::Never) => ColorChoice::Never,
         Some(Color::Auto) | None => ColorChoice::Auto,
@@ -43,16 +111,23 @@ pub(crate) fn init(color: Option<Color>, quiet: bool, verbose: bool) {
     VERBOSE.store(verbose, Ordering::Relaxed);
 }
 
-#[must_use]
-pub(crate) fn is_verbose() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
+fn is_quiet() -> bool {
+    with_sink(|sink| sink.quiet).unwrap_or_else(|| QUIET.load(Ordering::Relaxed))
 }
 
-/// A command's answer (a table, JSON) on stdout, where scripts read it.
+#[must_use]
+pub(crate) fn is_verbose() -> bool {
+    with_sink(|sink| sink.verbose).unwrap_or_else(|| VERBOSE.load(Ordering::Relaxed))
+}
+
+/// A command's answer (a table, JSON, a diff) on stdout, where scripts read it.
 ///
 /// # Errors
 /// When stdout is closed.
 pub(crate) fn answer(text: &str) -> anyhow::Result<()> {
+    if with_sink(|sink| sink.stdout.extend_from_slice(text.as_bytes())).is_some() {
+        return Ok(());
+    }
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -62,7 +137,7 @@ pub(crate) fn answer(text: &str) -> anyhow::Result<()> {
 
 /// A status line such as `     Running http://127.0.0.1:5000`; silenced by `--quiet`.
 pub(crate) fn status(verb: &str, message: impl Display) {
-    if !QUIET.load(Ordering::Relaxed) {
+    if !is_quiet() {
         line(VERB, &format!("{verb:>12}"), message);
     }
 }
@@ -76,7 +151,7 @@ pub(crate) fn verbose(verb: &str, message: impl Display) {
 
 /// `note: ...`; silenced by `--quiet`.
 pub(crate) fn note(message: impl Display) {
-    if !QUIET.load(Ordering::Relaxed) {
+    if !is_quiet() {
         line(NOTE, "note:", message);
     }
 }
@@ -97,16 +172,45 @@ pub(crate) fn error_chain(chain: &anyhow::Error) {
     }
 }
 
+/// Help and version on stdout, a usage error on stderr, as clap prints them.
+pub(crate) fn clap_error(error: &clap::Error) {
+    let captured = with_sink(|sink| {
+        let rendered = if sink.colored {
+            error.render().ansi().to_string()
+        } else {
+            error.render().to_string()
+        };
+        let stream = if error.use_stderr() {
+            &mut sink.stderr
+        } else {
+            &mut sink.stdout
+        };
+        stream.extend_from_slice(rendered.as_bytes());
+    });
+    if captured.is_none() {
+        // Nothing useful can be done when the stream is gone; the exit code still tells.
+        let _ = error.print();
+    }
+}
+
 fn line(style: Style, label: &str, message: impl Display) {
-    let stderr = std::io::stderr();
-    let colored = anstream::AutoStream::choice(&stderr) != ColorChoice::Never;
     // One write for the whole line: the server and cargo share this stderr, and a line written
     // in pieces can be cut in two by theirs.
-    let text = if colored {
-        format!("{style}{label}{style:#} {message}\n")
-    } else {
-        format!("{label} {message}\n")
+    let text = |colored: bool| {
+        if colored {
+            format!("{style}{label}{style:#} {message}\n")
+        } else {
+            format!("{label} {message}\n")
+        }
     };
+    // The message is formatted before the sink is borrowed, so that its `Display` may print.
+    if let Some(colored) = with_sink(|sink| sink.colored) {
+        let text = text(colored);
+        with_sink(|sink| sink.stderr.extend_from_slice(text.as_bytes()));
+        return;
+    }
+    let stderr = std::io::stderr();
+    let text = text(anstream::AutoStream::choice(&stderr) != ColorChoice::Never);
     // Nothing useful can be done when stderr is gone; the exit code still tells the story.
     let _ = stderr.lock().write_all(text.as_bytes());
 }

@@ -9,10 +9,9 @@ pub(crate) mod files;
 mod manifest;
 mod templates;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use cargo_metadata::TargetKind;
 use toml_edit::Value;
 
@@ -102,10 +101,8 @@ pub(crate) fn init(project: &Project, args: &InitArgs) -> Result<i32> {
     let root = &project.workspace_root;
     check_links(root, &changes, args.force)?;
     if args.dry_run {
-        let mut stdout = std::io::stdout().lock();
-        for change in &changes {
-            write!(stdout, "{}", change.diff(root)).context("could not write to stdout")?;
-        }
+        let diff: String = changes.iter().map(|change| change.diff(root)).collect();
+        output::answer(&diff)?;
         output::status(
             "Finished",
             format!(

@@ -1,6 +1,7 @@
 //! The machinery of `benches/compare.rs`: statistics and the table, processes started in a
 //! group of their own and stopped cleanly, the HTTP probe that times a start, what `/proc`
-//! says about a process, and the peers `scripts/install-bench-peers.sh` installs.
+//! says about a process, the peers `scripts/install-bench-peers.sh` installs, and the bench's
+//! section of BENCHMARKS.md.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -534,4 +535,44 @@ pub fn run_node(script: &str, args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+// ---------------------------------------------------------------------------
+// The results in BENCHMARKS.md.
+
+/// Replaces this benchmark's section of BENCHMARKS.md, with the machine and the date.
+pub fn write_bench_section(name: &str, table: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let begin = format!("<!-- bench:{name}:begin -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let section = format!("{begin}\n{}\n{table}{end}", bench_machine());
+    let updated = match (existing.find(&begin), existing.find(&end)) {
+        (Some(start), Some(stop)) => format!(
+            "{}{section}{}",
+            &existing[..start],
+            &existing[stop + end.len()..]
+        ),
+        _ => format!("{}\n{section}\n", existing.trim_end()),
+    };
+    std::fs::write(&path, updated).expect("write BENCHMARKS.md");
+}
+
+fn bench_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let kernel = std::process::Command::new("uname")
+        .arg("-sr")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("Measured {date} on {cpu}, {cores} cores, {kernel}; release build.\n")
 }

@@ -1,7 +1,6 @@
 //! `cargo portguard status`: what runs, where, since when, and how healthy. It only reads: it
 //! takes no exclusive lock, signals nothing, builds nothing and runs no `cargo metadata`.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -47,19 +46,16 @@ pub(crate) fn status(context: &Context, common: &CommonArgs, args: &StatusArgs) 
             }
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
+    let text = if args.json {
         let text = serde_json::to_string_pretty(&serde_json::json!({ "instances": summaries }))
             .context("could not encode the status")?;
-        writeln!(stdout, "{text}").context("could not write to stdout")?;
+        format!("{text}\n")
     } else if summaries.is_empty() {
-        writeln!(stdout, "no instance{} is running here", scope.describe())
-            .context("could not write to stdout")?;
+        format!("no instance{} is running here\n", scope.describe())
     } else {
-        for summary in &summaries {
-            write!(stdout, "{}", describe(summary)).context("could not write to stdout")?;
-        }
-    }
+        summaries.iter().map(describe).collect()
+    };
+    output::answer(&text)?;
     let any_running = summaries
         .iter()
         .any(|summary| summary.state == State::Running);

@@ -11,6 +11,7 @@ mod examples;
 mod faults;
 mod fixture_smoke;
 mod generate;
+mod in_process;
 mod layers;
 mod lock;
 mod port;

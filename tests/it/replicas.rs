@@ -330,12 +330,6 @@ fn kill_process(pid: u32, signal: Signal) {
     rustix::process::kill_process(pid, signal).expect("signal the replica");
 }
 
-/// Whether any process is left in the process group `pgid`.
-fn group_exists(pgid: u32) -> bool {
-    rustix::process::Pid::from_raw(pgid as i32)
-        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
-}
-
 /// SIGUSR2 starts a rolling restart whose first replica ignores SIGTERM; `stop` lands while the
 /// restart waits for it. The run must end: exit 0, no replacement started, nothing left.
 fn stop_during_a_rolling_restart(stop: impl FnOnce(&TestProject, &Running)) {

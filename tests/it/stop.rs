@@ -594,7 +594,7 @@ fn a_stop_during_a_restart_ends_the_run_and_starts_nothing_new() {
     );
     assert_server_gone(pid, port);
     assert!(
-        !os_group_exists(pid),
+        !group_exists(pid),
         "the server's process group {pid} is left"
     );
     assert_state_files_gone(&project, FIXTURE_INSTANCE);
@@ -606,12 +606,6 @@ fn a_stop_during_a_restart_ends_the_run_and_starts_nothing_new() {
     assert_eq!(again.code(), Some(0), "{}", again.describe());
     let stop = project.run_portguard(&["stop"]);
     assert_eq!(stop.code(), Some(0), "{}", stop.describe());
-}
-
-/// Whether any process is left in the process group `pgid`.
-fn os_group_exists(pgid: u32) -> bool {
-    rustix::process::Pid::from_raw(pgid as i32)
-        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
 }
 
 /// Whether `pid` is a zombie: exited, not yet reaped.
@@ -654,7 +648,7 @@ fn zombie_server(project: &TestProject) -> (Background, u32) {
         wait_until(Duration::from_secs(10), || is_zombie(server)),
         "the server {server} did not become an unreaped zombie"
     );
-    assert!(os_group_exists(server), "its group is still there, zombie");
+    assert!(group_exists(server), "its group is still there, zombie");
     (parent, server)
 }
 

@@ -6,7 +6,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use super::{Finished, POLL, start_background};
+use super::command::Finished;
+use super::process::{POLL, start_background};
 
 /// How a measured command ended.
 #[derive(Debug)]
