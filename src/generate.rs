@@ -95,6 +95,8 @@ pub(crate) struct Deployment {
     pub(crate) bin: Input,
     pub(crate) instance: String,
     pub(crate) config: Config,
+    /// The port the server listens on: the first candidate.
+    pub(crate) port: u16,
     /// The package's `rust-version`, for the build image's tag.
     pub(crate) rust_version: Option<String>,
     /// Whether the server sends `READY=1` (it calls the glue's `notify_ready`).
@@ -298,6 +300,20 @@ impl Deployment {
                     })
             })?,
         };
+        // Production has no port to fall back on: a unit, an image and a Service each name one.
+        let port = config.first_port().ok_or_else(|| {
+            BadInput(format!(
+                "the configuration of `{}` gives no candidate port (`preferred-port`, \
+                 `fallback-ports` and `port-range` are all empty{}): the generated files need \
+                 one; set `preferred-port`",
+                shown(project, project.manifest_path()),
+                config
+                    .env_name
+                    .as_ref()
+                    .map(|env| format!(" with env.{}", env.value))
+                    .unwrap_or_default(),
+            ))
+        })?;
         let package = project.package.name.to_string();
         let version = project.package.version.to_string();
         let package_dir = project
@@ -335,6 +351,7 @@ impl Deployment {
             bin,
             instance,
             config,
+            port,
         })
     }
 }

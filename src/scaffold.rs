@@ -218,7 +218,7 @@ fn manifest_change(
     let settings = [
         Setting {
             key: "preferred-port",
-            value: i64::from(config.preferred_port.value).into(),
+            value: i64::from(first_port(config)).into(),
             comment: "first port tried; PORT overrides it",
         },
         Setting {
@@ -282,6 +282,11 @@ fn manifest_change(
     })
 }
 
+/// The port the files name: the first candidate, or the default when there is none.
+fn first_port(config: &Config) -> u16 {
+    config.first_port().unwrap_or(crate::config::DEFAULT_PORT)
+}
+
 fn millis(duration: std::time::Duration) -> Value {
     i64::try_from(duration.as_millis())
         .unwrap_or(i64::MAX)
@@ -303,7 +308,7 @@ fn env_change(
     update: fn(Option<&str>, &dotfiles::EnvDefaults) -> String,
 ) -> Result<Change> {
     let defaults = dotfiles::EnvDefaults {
-        port: config.preferred_port.value,
+        port: first_port(config),
         fallback_ports: config.fallback_ports.value.clone(),
         max_attempts: config.max_attempts.value,
         check_timeout_ms: config.check_timeout.value.as_millis(),
@@ -373,7 +378,7 @@ fn glue_change(
     let after = templates::glue(
         framework,
         &config.host.value.to_string(),
-        config.preferred_port.value,
+        first_port(config),
     );
     if before.as_ref().is_some_and(|text| *text != after) && !args.force {
         notes.push(format!(

@@ -334,7 +334,7 @@ mod tests {
             source: Source::Default,
         };
         Config {
-            preferred_port: sourced(candidates[0]),
+            preferred_port: sourced(Some(candidates[0])),
             fallback_ports: Sourced {
                 value: candidates[1..].to_vec(),
                 source: Source::Default,
