@@ -75,9 +75,9 @@ pub(crate) enum Source {
     EnvVar(String),
     /// A command-line flag such as `--port`.
     Flag(String),
-    /// No value: a stronger table set the candidate keys `keys`, which replace the whole group
-    /// (`preferred-port`, `fallback-ports`, `port-range`) inherited from weaker tables. `by` is
-    /// that table.
+    /// No value: the table `by` set the candidate keys `keys` and not this one, and the group
+    /// (`preferred-port`, `fallback-ports`, `port-range`) is replaced as a whole, so what a weaker
+    /// table or the default had here does not count.
     Replaced {
         by: Box<Source>,
         keys: Vec<&'static str>,
@@ -444,12 +444,17 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
         .collect();
     // The strongest table with a candidate key decides them all; the defaults count only when
     // no table sets one.
-    let group = tables.iter().find_map(|table| table.candidate_group());
+    let group = tables.iter().enumerate().find_map(|(at, table)| {
+        table
+            .candidate_group()
+            .map(|(source, keys)| (at, source, keys))
+    });
 
     let defaults = Config::default();
     let config = Config {
         preferred_port: candidate(
             &overrides,
+            &tables,
             group.as_ref(),
             |l| l.preferred_port.as_ref().map(|p| p.clone().map(Some)),
             defaults.preferred_port,
@@ -457,6 +462,7 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
         ),
         fallback_ports: candidate(
             &overrides,
+            &tables,
             group.as_ref(),
             |l| l.fallback_ports.clone(),
             defaults.fallback_ports,
@@ -464,6 +470,7 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
         ),
         port_range: candidate(
             &overrides,
+            &tables,
             group.as_ref(),
             |l| l.port_range.clone(),
             defaults.port_range,
@@ -496,11 +503,14 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
 }
 
 /// A candidate key: from the strongest flag, variable or `.env` line that sets it, else from
-/// the table that decides the group (`unset` with a source saying so when that table leaves the
-/// key out), else the default.
-fn candidate<T>(
+/// the table that decides the group (`group`: its place in `tables`, its source and the keys it
+/// sets), else the default. A key that table leaves out is `unset`; its source names that table
+/// when a weaker table or the default had a value there, and is the default otherwise (nothing
+/// was replaced).
+fn candidate<T: PartialEq>(
     overrides: &[&Layer],
-    group: Option<&(&Layer, Source, Vec<&'static str>)>,
+    tables: &[&Layer],
+    group: Option<&(usize, Source, Vec<&'static str>)>,
     field: impl Fn(&Layer) -> Option<Sourced<T>>,
     default: Sourced<T>,
     unset: T,
@@ -508,15 +518,24 @@ fn candidate<T>(
     if let Some(value) = overrides.iter().find_map(|layer| field(layer)) {
         return value;
     }
-    match group {
-        Some((table, by, keys)) => field(table).unwrap_or_else(|| Sourced {
-            value: unset,
-            source: Source::Replaced {
-                by: Box::new(by.clone()),
-                keys: keys.clone(),
-            },
-        }),
-        None => default,
+    let Some((at, by, keys)) = group else {
+        return default;
+    };
+    if let Some(value) = field(tables[*at]) {
+        return value;
+    }
+    let weaker_sets_it = tables[at + 1..].iter().any(|table| field(table).is_some());
+    let source = if weaker_sets_it || default.value != unset {
+        Source::Replaced {
+            by: Box::new(by.clone()),
+            keys: keys.clone(),
+        }
+    } else {
+        Source::Default
+    };
+    Sourced {
+        value: unset,
+        source,
     }
 }
 

@@ -134,9 +134,9 @@ impl Layer {
         Ok(())
     }
 
-    /// For a table that sets any candidate key: the table, its source and the candidate keys it
-    /// sets, in the contract's order.
-    pub(super) fn candidate_group(&self) -> Option<(&Self, Source, Vec<&'static str>)> {
+    /// For a table that sets any candidate key: its source and the candidate keys it sets, in
+    /// the contract's order.
+    pub(super) fn candidate_group(&self) -> Option<(Source, Vec<&'static str>)> {
         let set = [
             (
                 "preferred-port",
@@ -154,7 +154,7 @@ impl Layer {
             .filter(|(_, source)| source.is_some())
             .map(|(key, _)| *key)
             .collect();
-        Some((self, source, keys))
+        Some((source, keys))
     }
 
     /// The layer of variables, from the process environment or a `.env` file. `get` gives a

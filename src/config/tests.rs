@@ -981,8 +981,9 @@ fn a_table_with_candidate_keys_drops_the_defaults_too() {
         .pkg(json!({ "fallback-ports": [6001, 6002] }))
         .ok();
     let by = replaced(pkg_src(), &["fallback-ports"]);
-    assert_eq!(config.preferred_port, sourced(None, by.clone()));
-    assert_eq!(config.port_range, sourced(None, by));
+    assert_eq!(config.preferred_port, sourced(None, by));
+    // No range was there to replace: the default (none) stands, and says so.
+    assert_eq!(config.port_range, sourced(None, Source::Default));
     assert_eq!(config.candidates(), [6001, 6002]);
 
     let config = Case::default().pkg(json!({ "fallback-ports": [] })).ok();
