@@ -186,6 +186,34 @@ fn port_and_env_flags_choose_the_candidates_as_run_does() {
 }
 
 #[test]
+fn an_env_range_replaces_the_package_candidates() {
+    let project = TestProject::fixture();
+    let start = crate::support::quiet_port_range(3);
+    let (preferred, fallback, flag) = (free_port(), free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {preferred}\nfallback-ports = [{fallback}]\n\
+         [package.metadata.portguard.env.ci]\nport-range = \"{start}-{}\"",
+        start + 2
+    ));
+    let json = ports_json(&project, &["--env", "ci"]);
+    let range = [start, start + 1, start + 2].map(u64::from);
+    assert_eq!(candidate_ports(&json), range, "{json}");
+    assert_eq!(json["would_use"], start, "{json}");
+    // Without the environment the package's candidates stand.
+    let json = ports_json(&project, &[]);
+    assert_eq!(
+        candidate_ports(&json),
+        [preferred, fallback].map(u64::from),
+        "{json}"
+    );
+    // A flag still sets its one key: the port first, then the range.
+    let json = ports_json(&project, &["--env", "ci", "--port", &flag.to_string()]);
+    let mut expected = vec![u64::from(flag)];
+    expected.extend(range);
+    assert_eq!(candidate_ports(&json), expected, "{json}");
+}
+
+#[test]
 fn runs_nothing_and_writes_nothing() {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port("handoff = \"socket\"");
