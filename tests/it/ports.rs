@@ -266,6 +266,62 @@ fn port_of_a_running_portguard_instance_is_not_free() {
 }
 
 #[test]
+fn while_the_instance_runs_it_says_so_and_what_a_copy_would_take() {
+    let project = TestProject::fixture();
+    let (port, fallback) = (free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {port}\nfallback-ports = [{fallback}]"
+    ));
+    let json = ports_json(&project, &[]);
+    assert_eq!(json["running"], Value::Null, "{json}");
+    assert_eq!(json["would_use"], port, "{json}");
+
+    let server = project.serve(&[]);
+    assert_eq!(ready(&project, &server).port, port);
+    let pid = project
+        .read_pid(crate::support::FIXTURE_INSTANCE)
+        .expect("pid");
+    let json = ports_json(&project, &[]);
+    assert_eq!(
+        json["running"],
+        serde_json::json!({
+            "instance": crate::support::FIXTURE_INSTANCE,
+            "pid": pid,
+            "port": port,
+        }),
+        "{json}"
+    );
+    assert_eq!(json["would_use"], fallback, "{json}");
+    let text = ports(&project, &[]).stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            format!(
+                "instance `{}` is already running (pid {pid}, port {port}): serve-safe would \
+                 refuse to start it again",
+                crate::support::FIXTURE_INSTANCE
+            ),
+            format!("a copy with `--instance NAME` would use port {fallback} on 127.0.0.1"),
+        ],
+        "{text}"
+    );
+
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    let json = ports_json(&project, &[]);
+    assert_eq!(json["running"], Value::Null, "{json}");
+    let text = ports(&project, &[]).stdout;
+    assert!(
+        text.ends_with(&format!(
+            "\nserve-safe would use port {port} on 127.0.0.1\n"
+        )),
+        "{text}"
+    );
+    drop(server);
+}
+
+#[test]
 fn a_port_the_os_refuses_is_not_permitted() {
     // Port 1 is privileged, unless this runs as root or the system lowered the limit.
     match TcpListener::bind((Ipv4Addr::LOCALHOST, 1)) {
