@@ -247,12 +247,21 @@ fn manifest_change(
             comment: "wait after SIGTERM before SIGKILL",
         },
     ];
-    let workspace_keys: Vec<String> = project
+    let mut workspace_keys: Vec<String> = project
         .workspace_metadata
         .get("portguard")
         .and_then(serde_json::Value::as_object)
         .map(|table| table.keys().cloned().collect())
         .unwrap_or_default();
+    // The candidate keys are one group per table: one written here would replace all of the
+    // workspace's.
+    let candidate_keys = ["preferred-port", "fallback-ports", "port-range"];
+    if workspace_keys
+        .iter()
+        .any(|key| candidate_keys.contains(&key.as_str()))
+    {
+        workspace_keys.extend(candidate_keys.map(str::to_owned));
+    }
     let added = manifest.add_portguard_settings(&settings, &workspace_keys);
     if config.handoff.value == Handoff::Env && !added.contains(&"handoff") {
         notes.push(format!(
