@@ -3,6 +3,10 @@
 //!
 //! Precedence, strongest first: command-line flags, the process environment, the `.env` file at
 //! the package root, the `env.<NAME>` table, the package table, the workspace table, defaults.
+//! The candidate keys (`preferred-port`, `fallback-ports`, `port-range`) are one group per
+//! table: the strongest table that sets any of them decides them all, and what it leaves out is
+//! not inherited (someone who writes a range for CI means CI uses those ports); flags, variables
+//! and `.env` still override them key by key.
 //!
 //! Choices where the contract is silent: an empty `PORTGUARD_ENV` (or `--env ""`) selects no
 //! table, so the environment can undo a `.env` choice; an empty `port-range` or
@@ -28,6 +32,9 @@ use std::time::Duration;
 use crate::exit_codes::BadInput;
 use layer::{Layer, Scope, Tables};
 use value::Culprit;
+
+/// The default of `preferred-port`.
+pub(crate) const DEFAULT_PORT: u16 = 5000;
 
 /// How the chosen port reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +75,13 @@ pub(crate) enum Source {
     EnvVar(String),
     /// A command-line flag such as `--port`.
     Flag(String),
+    /// No value: the table `by` set the candidate keys `keys` and not this one, and the group
+    /// (`preferred-port`, `fallback-ports`, `port-range`) is replaced as a whole, so what a weaker
+    /// table or the default had here does not count.
+    Replaced {
+        by: Box<Source>,
+        keys: Vec<&'static str>,
+    },
 }
 
 /// A value and where it came from.
@@ -77,10 +91,20 @@ pub(crate) struct Sourced<T> {
     pub(crate) source: Source,
 }
 
+impl<T> Sourced<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Sourced<U> {
+        Sourced {
+            value: f(self.value),
+            source: self.source,
+        }
+    }
+}
+
 /// The resolved configuration of one server package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Config {
-    pub(crate) preferred_port: Sourced<u16>,
+    /// `None` when a table set the other candidate keys and not this one.
+    pub(crate) preferred_port: Sourced<Option<u16>>,
     pub(crate) fallback_ports: Sourced<Vec<u16>>,
     pub(crate) port_range: Sourced<Option<PortRange>>,
     pub(crate) max_attempts: Sourced<u32>,
@@ -169,6 +193,9 @@ impl fmt::Display for Source {
             Source::DotEnv { path, line } => write!(f, "`{}` line {line}", path.display()),
             Source::EnvVar(name) => write!(f, "environment variable {name}"),
             Source::Flag(flag) => write!(f, "flag {flag}"),
+            Source::Replaced { by, keys } => {
+                write!(f, "replaced by {} in {by}", keys.join(" and "))
+            }
         }
     }
 }
@@ -183,7 +210,7 @@ impl Default for Config {
             }
         }
         Config {
-            preferred_port: default(5000),
+            preferred_port: default(Some(DEFAULT_PORT)),
             fallback_ports: default(vec![5001, 5002, 5003, 5004, 5005, 3000, 3001, 8000, 8001]),
             port_range: default(None),
             max_attempts: default(10),
@@ -213,12 +240,21 @@ impl Config {
             .into_iter()
             .flatten();
         let mut seen = HashSet::new();
-        std::iter::once(self.preferred_port.value)
+        self.preferred_port
+            .value
+            .into_iter()
             .chain(self.fallback_ports.value.iter().copied())
             .chain(range)
             .filter(|&port| seen.insert(port))
             .take(limit)
             .collect()
+    }
+
+    /// The first candidate, the port a server gets when it is free; `None` when there is no
+    /// candidate at all (every start takes a port from the OS).
+    #[must_use]
+    pub(crate) fn first_port(&self) -> Option<u16> {
+        self.candidates().first().copied()
     }
 }
 
@@ -394,26 +430,52 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
     let flag_layer = Layer::from_flags(inputs.port_flag, inputs.bin_flag)?;
 
     let env_name = select_env(inputs, dotenv.as_ref(), &package, &workspace)?;
-    let mut layers = vec![&flag_layer, &var_layer, &dotenv_layer];
+    let overrides = [&flag_layer, &var_layer, &dotenv_layer];
+    let mut tables = Vec::new();
     if let Some(name) = &env_name {
-        layers.extend(package.envs.get(&name.value));
-        layers.extend(workspace.envs.get(&name.value));
+        tables.extend(package.envs.get(&name.value));
+        tables.extend(workspace.envs.get(&name.value));
     }
-    layers.extend([&package.base, &workspace.base]);
+    tables.extend([&package.base, &workspace.base]);
+    let layers: Vec<&Layer> = overrides
+        .iter()
+        .copied()
+        .chain(tables.iter().copied())
+        .collect();
+    // The strongest table with a candidate key decides them all; the defaults count only when
+    // no table sets one.
+    let group = tables.iter().enumerate().find_map(|(at, table)| {
+        table
+            .candidate_group()
+            .map(|(source, keys)| (at, source, keys))
+    });
 
     let defaults = Config::default();
     let config = Config {
-        preferred_port: pick(
-            &layers,
-            |l| l.preferred_port.as_ref(),
+        preferred_port: candidate(
+            &overrides,
+            &tables,
+            group.as_ref(),
+            |l| l.preferred_port.as_ref().map(|p| p.clone().map(Some)),
             defaults.preferred_port,
+            None,
         ),
-        fallback_ports: pick(
-            &layers,
-            |l| l.fallback_ports.as_ref(),
+        fallback_ports: candidate(
+            &overrides,
+            &tables,
+            group.as_ref(),
+            |l| l.fallback_ports.clone(),
             defaults.fallback_ports,
+            Vec::new(),
         ),
-        port_range: pick(&layers, |l| l.port_range.as_ref(), defaults.port_range),
+        port_range: candidate(
+            &overrides,
+            &tables,
+            group.as_ref(),
+            |l| l.port_range.clone(),
+            defaults.port_range,
+            None,
+        ),
         max_attempts: pick(&layers, |l| l.max_attempts.as_ref(), defaults.max_attempts),
         check_timeout: pick(
             &layers,
@@ -438,6 +500,43 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
         env_name,
     };
     Ok((config, warnings))
+}
+
+/// A candidate key: from the strongest flag, variable or `.env` line that sets it, else from
+/// the table that decides the group (`group`: its place in `tables`, its source and the keys it
+/// sets), else the default. A key that table leaves out is `unset`; its source names that table
+/// when a weaker table or the default had a value there, and is the default otherwise (nothing
+/// was replaced).
+fn candidate<T: PartialEq>(
+    overrides: &[&Layer],
+    tables: &[&Layer],
+    group: Option<&(usize, Source, Vec<&'static str>)>,
+    field: impl Fn(&Layer) -> Option<Sourced<T>>,
+    default: Sourced<T>,
+    unset: T,
+) -> Sourced<T> {
+    if let Some(value) = overrides.iter().find_map(|layer| field(layer)) {
+        return value;
+    }
+    let Some((at, by, keys)) = group else {
+        return default;
+    };
+    if let Some(value) = field(tables[*at]) {
+        return value;
+    }
+    let weaker_sets_it = tables[at + 1..].iter().any(|table| field(table).is_some());
+    let source = if weaker_sets_it || default.value != unset {
+        Source::Replaced {
+            by: Box::new(by.clone()),
+            keys: keys.clone(),
+        }
+    } else {
+        Source::Default
+    };
+    Sourced {
+        value: unset,
+        source,
+    }
 }
 
 /// The value of the strongest layer that sets it.

@@ -95,6 +95,8 @@ pub(crate) struct Deployment {
     pub(crate) bin: Input,
     pub(crate) instance: String,
     pub(crate) config: Config,
+    /// The port the server listens on: the first candidate.
+    pub(crate) port: u16,
     /// The package's `rust-version`, for the build image's tag.
     pub(crate) rust_version: Option<String>,
     /// Whether the server sends `READY=1` (it calls the glue's `notify_ready`).
@@ -170,7 +172,7 @@ pub(crate) fn generate(project: &Project, args: &GenerateArgs) -> Result<i32> {
     } else {
         args.targets.clone()
     };
-    let command = command_line(args, &targets)?;
+    let command = command_line(args)?;
     let mut changes = Vec::new();
     let mut rendered = Vec::new();
     for target in &targets {
@@ -199,7 +201,18 @@ pub(crate) fn generate(project: &Project, args: &GenerateArgs) -> Result<i32> {
         });
     }
     if args.check {
-        return check(project, &changes, &command);
+        // The kinds checked are the kinds to write again; the headers leave them out.
+        let rerun = if args.targets.is_empty() {
+            command.clone()
+        } else {
+            let kinds: Vec<&str> = targets.iter().map(|target| target.name()).collect();
+            command.replacen(
+                "cargo portguard generate",
+                &format!("cargo portguard generate {}", kinds.join(" ")),
+                1,
+            )
+        };
+        return check(project, &changes, &rerun);
     }
     if args.dry_run {
         let diff: String = changes
@@ -229,8 +242,9 @@ pub(crate) fn generate(project: &Project, args: &GenerateArgs) -> Result<i32> {
     Ok(exit_codes::OK)
 }
 
-/// `--check`: every file exists and says what the configuration says now.
-fn check(project: &Project, changes: &[Change], command: &str) -> Result<i32> {
+/// `--check`: every file exists and says what the configuration says now; `rerun` is the command
+/// that brings them up to date.
+fn check(project: &Project, changes: &[Change], rerun: &str) -> Result<i32> {
     let stale: Vec<&Change> = changes
         .iter()
         .filter(|change| change.changes_anything())
@@ -261,7 +275,7 @@ fn check(project: &Project, changes: &[Change], command: &str) -> Result<i32> {
     Err(Exit {
         code: exit_codes::FAILURE,
         message: format!(
-            "generated files do not match the configuration: {}; run `{command}` to update them",
+            "generated files do not match the configuration: {}; run `{rerun}` to update them",
             names.join(", ")
         ),
     }
@@ -298,6 +312,20 @@ impl Deployment {
                     })
             })?,
         };
+        // Production has no port to fall back on: a unit, an image and a Service each name one.
+        let port = config.first_port().ok_or_else(|| {
+            BadInput(format!(
+                "the configuration of `{}` gives no candidate port (`preferred-port`, \
+                 `fallback-ports` and `port-range` are all empty{}): the generated files need \
+                 one; set `preferred-port`",
+                shown(project, project.manifest_path()),
+                config
+                    .env_name
+                    .as_ref()
+                    .map(|env| format!(" with env.{}", env.value))
+                    .unwrap_or_default(),
+            ))
+        })?;
         let package = project.package.name.to_string();
         let version = project.package.version.to_string();
         let package_dir = project
@@ -335,6 +363,7 @@ impl Deployment {
             bin,
             instance,
             config,
+            port,
         })
     }
 }
@@ -428,12 +457,11 @@ fn header(project: &Project, deployment: &Deployment, command: &str) -> Result<S
 }
 
 /// The command that regenerates the files, with the options that shape them, each value quoted
-/// for a shell where it needs it; a value no comment can show is refused.
-fn command_line(args: &GenerateArgs, targets: &[DeployTarget]) -> Result<String, BadInput> {
+/// for a shell where it needs it; a value no comment can show is refused. The kinds are left out:
+/// a file is the same whichever kinds the command named, so that files written kind by kind
+/// pass one `--check` of them all.
+fn command_line(args: &GenerateArgs) -> Result<String, BadInput> {
     let mut words = vec!["cargo portguard generate".to_owned()];
-    if !args.targets.is_empty() {
-        words.extend(targets.iter().map(|target| target.name().to_owned()));
-    }
     let mut flag = |name: &str, value: &str| -> Result<(), BadInput> {
         let input = Input::new(value, name, "the command line");
         words.push(format!(

@@ -215,7 +215,7 @@ fn manifest_change(
     let settings = [
         Setting {
             key: "preferred-port",
-            value: i64::from(config.preferred_port.value).into(),
+            value: i64::from(first_port(config)).into(),
             comment: "first port tried; PORT overrides it",
         },
         Setting {
@@ -244,12 +244,21 @@ fn manifest_change(
             comment: "wait after SIGTERM before SIGKILL",
         },
     ];
-    let workspace_keys: Vec<String> = project
+    let mut workspace_keys: Vec<String> = project
         .workspace_metadata
         .get("portguard")
         .and_then(serde_json::Value::as_object)
         .map(|table| table.keys().cloned().collect())
         .unwrap_or_default();
+    // The candidate keys are one group per table: one written here would replace all of the
+    // workspace's.
+    let candidate_keys = ["preferred-port", "fallback-ports", "port-range"];
+    if workspace_keys
+        .iter()
+        .any(|key| candidate_keys.contains(&key.as_str()))
+    {
+        workspace_keys.extend(candidate_keys.map(str::to_owned));
+    }
     let added = manifest.add_portguard_settings(&settings, &workspace_keys);
     if config.handoff.value == Handoff::Env && !added.contains(&"handoff") {
         notes.push(format!(
@@ -279,6 +288,11 @@ fn manifest_change(
     })
 }
 
+/// The port the files name: the first candidate, or the default when there is none.
+fn first_port(config: &Config) -> u16 {
+    config.first_port().unwrap_or(crate::config::DEFAULT_PORT)
+}
+
 fn millis(duration: std::time::Duration) -> Value {
     i64::try_from(duration.as_millis())
         .unwrap_or(i64::MAX)
@@ -300,7 +314,7 @@ fn env_change(
     update: fn(Option<&str>, &dotfiles::EnvDefaults) -> String,
 ) -> Result<Change> {
     let defaults = dotfiles::EnvDefaults {
-        port: config.preferred_port.value,
+        port: first_port(config),
         fallback_ports: config.fallback_ports.value.clone(),
         max_attempts: config.max_attempts.value,
         check_timeout_ms: config.check_timeout.value.as_millis(),
@@ -370,7 +384,7 @@ fn glue_change(
     let after = templates::glue(
         framework,
         &config.host.value.to_string(),
-        config.preferred_port.value,
+        first_port(config),
     );
     if before.as_ref().is_some_and(|text| *text != after) && !args.force {
         notes.push(format!(

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use serde::ser::{Serialize, SerializeMap as _, Serializer};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use crate::cli::{CommonArgs, ConfigQueryArgs};
@@ -112,7 +112,9 @@ impl Serialize for Settings {
 
 /// `{"value": ..., "source": KIND, ...details}`: `default`; `workspace_table`, `package_table`
 /// with `path`; `env_table` with `environment` and `path`; `dotenv` with `path` and `line`;
-/// `environment_variable` with `variable`; `flag` with `flag`.
+/// `environment_variable` with `variable`; `flag` with `flag`; `replaced` (a candidate key a
+/// stronger table left out) with `keys`, the candidate keys that table set, and `by`, the table
+/// as `{"source": KIND, ...details}`.
 struct Entry<'a> {
     value: Value,
     source: &'a Source,
@@ -122,37 +124,58 @@ impl Serialize for Entry<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("value", &self.value)?;
-        match self.source {
-            Source::Default => map.serialize_entry("source", "default")?,
-            Source::WorkspaceTable(path) => {
-                map.serialize_entry("source", "workspace_table")?;
-                map.serialize_entry("path", path)?;
-            }
-            Source::PackageTable(path) => {
-                map.serialize_entry("source", "package_table")?;
-                map.serialize_entry("path", path)?;
-            }
-            Source::EnvTable { manifest, name } => {
-                map.serialize_entry("source", "env_table")?;
-                map.serialize_entry("environment", name)?;
-                map.serialize_entry("path", manifest)?;
-            }
-            Source::DotEnv { path, line } => {
-                map.serialize_entry("source", "dotenv")?;
-                map.serialize_entry("path", path)?;
-                map.serialize_entry("line", line)?;
-            }
-            Source::EnvVar(name) => {
-                map.serialize_entry("source", "environment_variable")?;
-                map.serialize_entry("variable", name)?;
-            }
-            Source::Flag(flag) => {
-                map.serialize_entry("source", "flag")?;
-                map.serialize_entry("flag", flag)?;
-            }
-        }
+        source_fields(&mut map, self.source)?;
         map.end()
     }
+}
+
+/// A source alone, as `by` shows the table that replaced a key.
+struct SourceOnly<'a>(&'a Source);
+
+impl Serialize for SourceOnly<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        source_fields(&mut map, self.0)?;
+        map.end()
+    }
+}
+
+fn source_fields<M: SerializeMap>(map: &mut M, source: &Source) -> Result<(), M::Error> {
+    match source {
+        Source::Default => map.serialize_entry("source", "default")?,
+        Source::WorkspaceTable(path) => {
+            map.serialize_entry("source", "workspace_table")?;
+            map.serialize_entry("path", path)?;
+        }
+        Source::PackageTable(path) => {
+            map.serialize_entry("source", "package_table")?;
+            map.serialize_entry("path", path)?;
+        }
+        Source::EnvTable { manifest, name } => {
+            map.serialize_entry("source", "env_table")?;
+            map.serialize_entry("environment", name)?;
+            map.serialize_entry("path", manifest)?;
+        }
+        Source::DotEnv { path, line } => {
+            map.serialize_entry("source", "dotenv")?;
+            map.serialize_entry("path", path)?;
+            map.serialize_entry("line", line)?;
+        }
+        Source::EnvVar(name) => {
+            map.serialize_entry("source", "environment_variable")?;
+            map.serialize_entry("variable", name)?;
+        }
+        Source::Flag(flag) => {
+            map.serialize_entry("source", "flag")?;
+            map.serialize_entry("flag", flag)?;
+        }
+        Source::Replaced { by, keys } => {
+            map.serialize_entry("source", "replaced")?;
+            map.serialize_entry("keys", keys)?;
+            map.serialize_entry("by", &SourceOnly(by))?;
+        }
+    }
+    Ok(())
 }
 
 /// `cargo portguard config`. Exit 0; 2 for bad input, as `run` would find it.
@@ -200,7 +223,7 @@ mod tests {
     fn mixed() -> Config {
         let manifest = PathBuf::from("/src/api/Cargo.toml");
         Config {
-            preferred_port: from(6001, Source::Flag("--port".into())),
+            preferred_port: from(Some(6001), Source::Flag("--port".into())),
             fallback_ports: from(vec![6002, 6003], Source::EnvVar("FALLBACK_PORTS".into())),
             port_range: from(
                 Some(PortRange {
@@ -285,6 +308,63 @@ ready-timeout-ms = 300000        (default)
 bin = none                       (default)
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_replaced_candidate_key_names_the_table_that_replaced_it() {
+        let manifest = PathBuf::from("/src/api/Cargo.toml");
+        let table = Source::EnvTable {
+            manifest: manifest.clone(),
+            name: "ci".into(),
+        };
+        let replaced = Source::Replaced {
+            by: Box::new(table.clone()),
+            keys: vec!["port-range"],
+        };
+        let config = Config {
+            preferred_port: from(None, replaced.clone()),
+            fallback_ports: from(Vec::new(), replaced),
+            port_range: from(
+                Some(PortRange {
+                    start: 7000,
+                    end: 7099,
+                }),
+                table,
+            ),
+            ..Config::default()
+        };
+        let text = render("api", &manifest, &config);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1..4],
+            [
+                "preferred-port = none          (replaced by port-range in \
+                 `/src/api/Cargo.toml` [...portguard.env.ci])",
+                "fallback-ports = []            (replaced by port-range in \
+                 `/src/api/Cargo.toml` [...portguard.env.ci])",
+                "port-range = \"7000-7099\"       (`/src/api/Cargo.toml` [...portguard.env.ci])",
+            ]
+        );
+        let report = Report {
+            package: "api",
+            manifest: &manifest,
+            config: &config,
+        };
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(
+            json["settings"]["preferred-port"],
+            json!({
+                "value": null,
+                "source": "replaced",
+                "keys": ["port-range"],
+                "by": {
+                    "source": "env_table",
+                    "environment": "ci",
+                    "path": "/src/api/Cargo.toml",
+                },
+            })
+        );
+        assert_eq!(json["settings"]["fallback-ports"]["value"], json!([]));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `cargo portguard ports`: every candidate port of the resolved configuration, in the order
 //! `serve-safe` tries them, with what each one is now (free, busy and held by whom, reserved by
-//! another portguard, not permitted), and the port `serve-safe` would take. The answer to "who is
-//! on port 5000" that `lsof -i :5000` gives otherwise.
+//! another portguard, not permitted), and the port `serve-safe` would take; while the instance
+//! `serve-safe` would start runs already, that it would refuse, and what a copy with
+//! `--instance NAME` would take. The answer to "who is on port 5000" that `lsof -i :5000` gives
+//! otherwise.
 //!
 //! It only looks: nothing is started, built or written, and no socket is left bound (the checks
 //! bind and close at once, without listening).
@@ -17,8 +19,11 @@ use crate::cli::{CommonArgs, ConfigQueryArgs};
 use crate::config::Config;
 use crate::context::Context;
 use crate::exit_codes;
+use crate::instance::summary::State;
+use crate::instance::{InstanceName, StateDir};
 use crate::output::inert;
 use crate::port::{self, Holder, PortState};
+use crate::project::Project;
 use crate::runtime::RuntimeDir;
 
 /// What a candidate port is now, as `ports` reports it.
@@ -105,6 +110,44 @@ pub(crate) struct Survey {
     pub(crate) host: IpAddr,
     pub(crate) candidates: Vec<Candidate>,
     pub(crate) dynamic_port: bool,
+    /// The instance `serve-safe` would start, when it is running already: `serve-safe` would
+    /// refuse, and the pick is what a copy with `--instance NAME` would take.
+    pub(crate) running: Option<RunningInstance>,
+}
+
+/// The default instance (named after the binary, as `serve-safe` names it) while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct RunningInstance {
+    pub(crate) instance: String,
+    /// The server's pid and port; `None` while it starts and has no record yet.
+    pub(crate) pid: Option<u32>,
+    pub(crate) port: Option<u16>,
+}
+
+/// The default instance of `project` if it is running: the one `serve-safe` without
+/// `--instance` would start, in the state folder it would use. Nothing when the binary cannot be
+/// told (several and none configured), or the state folder is missing or not safely this
+/// user's: then `ports` answers about the candidates alone.
+fn running_instance(
+    context: &Context,
+    project: &Project,
+    config: &Config,
+) -> Option<RunningInstance> {
+    let target = project.target(None, config.bin.value.as_deref()).ok()?;
+    let name = InstanceName::new(target.name()).ok()?;
+    let located = StateDir::locate(
+        &project.workspace_root,
+        context.path_var("PORTGUARD_STATE_DIR"),
+    );
+    // Checked first so that a project that never ran gets no warning about its missing folder.
+    std::fs::symlink_metadata(located.path()).ok()?;
+    let state = StateDir::find(&project.workspace_root, Some(located.path().to_owned()))?;
+    let summary = state.instance(&name).summary(false).ok()?;
+    (summary.state == State::Running).then(|| RunningInstance {
+        pid: summary.running.as_ref().map(|run| run.pid),
+        port: summary.running.as_ref().map(|run| run.port),
+        instance: summary.instance,
+    })
 }
 
 /// The hook for per-user port reservations: which other portguard instance holds `port` in
@@ -137,6 +180,7 @@ pub(crate) fn survey(config: &Config, reserved: impl Fn(u16) -> Option<String>) 
         host,
         candidates,
         dynamic_port: config.dynamic_port.value,
+        running: None,
     }
 }
 
@@ -187,17 +231,32 @@ impl Survey {
         }
         out.push('\n');
         // Writing to a String cannot fail.
+        let who = match &self.running {
+            Some(running) => {
+                let _ = writeln!(
+                    out,
+                    "instance `{}` is already running ({}): serve-safe would refuse to start it \
+                     again",
+                    inert(&running.instance),
+                    match (running.pid, running.port) {
+                        (Some(pid), Some(port)) => format!("pid {pid}, port {port}"),
+                        _ => "starting".to_owned(),
+                    }
+                );
+                "a copy with `--instance NAME`"
+            }
+            None => "serve-safe",
+        };
         let _ = match self.pick() {
-            Pick::Port(port) => writeln!(out, "serve-safe would use port {port} on {}", self.host),
+            Pick::Port(port) => writeln!(out, "{who} would use port {port} on {}", self.host),
             Pick::Dynamic => writeln!(
                 out,
-                "serve-safe would use a port from the OS on {}: no candidate is free",
+                "{who} would use a port from the OS on {}: no candidate is free",
                 self.host
             ),
             Pick::Nothing => writeln!(
                 out,
-                "serve-safe would find no port on {}: no candidate is free and `dynamic-port` \
-                 is off",
+                "{who} would find no port on {}: no candidate is free and `dynamic-port` is off",
                 self.host
             ),
         };
@@ -215,18 +274,23 @@ impl Survey {
                 Pick::Dynamic | Pick::Nothing => None,
             },
             dynamic_port: self.dynamic_port,
+            running: self.running.clone(),
         }
     }
 }
 
 /// `ports --json`: `would_use` is null when no candidate is free; `dynamic_port` then tells
-/// whether `serve-safe` would take a port from the OS or fail.
+/// whether `serve-safe` would take a port from the OS or fail. `running` is null, or the
+/// default instance that runs already (`instance`, `pid`, `port`; pid and port null while it
+/// starts): then `serve-safe` would refuse, and `would_use` is what a copy with
+/// `--instance NAME` would take.
 #[derive(Debug, Serialize)]
 pub(crate) struct Json {
     pub(crate) host: String,
     pub(crate) candidates: Vec<JsonCandidate>,
     pub(crate) would_use: Option<u16>,
     pub(crate) dynamic_port: bool,
+    pub(crate) running: Option<RunningInstance>,
 }
 
 /// One candidate in `ports --json`.
@@ -284,9 +348,12 @@ impl From<&Candidate> for JsonCandidate {
 /// Bad input (configuration, flags, environment, `.env`), a cargo that cannot read the project,
 /// stdout gone.
 pub(crate) fn ports(context: &Context, common: &CommonArgs, args: &ConfigQueryArgs) -> Result<i32> {
-    let config = super::load_config(context, common, args.flags())?.config;
+    let crate::config::Loaded {
+        project, config, ..
+    } = super::load_config(context, common, args.flags())?;
     let runtime = context.runtime_dir().ok();
-    let survey = survey(&config, |port| reservation_holder(runtime, port));
+    let mut survey = survey(&config, |port| reservation_holder(runtime, port));
+    survey.running = running_instance(context, &project, &config);
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&survey.to_json())
             .context("could not encode the ports")?;
@@ -316,6 +383,7 @@ mod tests {
             host: LOCALHOST,
             candidates,
             dynamic_port,
+            running: None,
         }
     }
 
@@ -334,7 +402,7 @@ mod tests {
             source: Source::Default,
         };
         Config {
-            preferred_port: sourced(candidates[0]),
+            preferred_port: sourced(Some(candidates[0])),
             fallback_ports: Sourced {
                 value: candidates[1..].to_vec(),
                 source: Source::Default,
@@ -440,6 +508,60 @@ serve-safe would use port 5001 on 127.0.0.1
     }
 
     #[test]
+    fn a_running_instance_is_named_and_the_pick_is_for_a_copy() {
+        let mut survey = survey_of(
+            vec![
+                candidate(
+                    5000,
+                    CandidateState::Reserved {
+                        by: "`api` in /src/shop".into(),
+                        holder: None,
+                    },
+                ),
+                candidate(5001, CandidateState::Free),
+            ],
+            true,
+        );
+        survey.running = Some(RunningInstance {
+            instance: "api".into(),
+            pid: Some(4242),
+            port: Some(5000),
+        });
+        let text = survey.render();
+        assert!(
+            text.ends_with(
+                "\ninstance `api` is already running (pid 4242, port 5000): serve-safe would \
+                 refuse to start it again\n\
+                 a copy with `--instance NAME` would use port 5001 on 127.0.0.1\n"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(survey.to_json()).expect("json");
+        assert_eq!(
+            json["running"],
+            serde_json::json!({"instance": "api", "pid": 4242, "port": 5000})
+        );
+        assert_eq!(json["would_use"], 5001);
+
+        survey.running = Some(RunningInstance {
+            instance: "api".into(),
+            pid: None,
+            port: None,
+        });
+        survey.candidates.truncate(1);
+        let text = survey.render();
+        assert!(
+            text.ends_with(
+                "\ninstance `api` is already running (starting): serve-safe would refuse to \
+                 start it again\n\
+                 a copy with `--instance NAME` would use a port from the OS on 127.0.0.1: no \
+                 candidate is free\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_has_the_holder_only_where_there_is_one() {
         let survey = survey_of(
             vec![
@@ -486,6 +608,7 @@ serve-safe would use port 5001 on 127.0.0.1
                 ],
                 "would_use": 5003,
                 "dynamic_port": true,
+                "running": null,
             })
         );
     }

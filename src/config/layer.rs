@@ -134,6 +134,29 @@ impl Layer {
         Ok(())
     }
 
+    /// For a table that sets any candidate key: its source and the candidate keys it sets, in
+    /// the contract's order.
+    pub(super) fn candidate_group(&self) -> Option<(Source, Vec<&'static str>)> {
+        let set = [
+            (
+                "preferred-port",
+                self.preferred_port.as_ref().map(|v| &v.source),
+            ),
+            (
+                "fallback-ports",
+                self.fallback_ports.as_ref().map(|v| &v.source),
+            ),
+            ("port-range", self.port_range.as_ref().map(|v| &v.source)),
+        ];
+        let source = set.iter().find_map(|(_, source)| *source)?.clone();
+        let keys = set
+            .iter()
+            .filter(|(_, source)| source.is_some())
+            .map(|(key, _)| *key)
+            .collect();
+        Some((source, keys))
+    }
+
     /// The layer of variables, from the process environment or a `.env` file. `get` gives a
     /// variable's text, source and culprit.
     pub(super) fn from_vars<'a>(

@@ -883,7 +883,7 @@ proptest! {
         let outcome = case.run();
         let (config, _) = outcome.result.map_err(TestCaseError::fail)?;
         let expected = expected.unwrap_or(Source::DotEnv { path: outcome.dotenv, line: 2 });
-        prop_assert_eq!(config.preferred_port, Sourced { value: port, source: expected });
+        prop_assert_eq!(config.preferred_port, Sourced { value: Some(port), source: expected });
     }
 
     /// `a-b` is a range exactly when both are ports and `a <= b`; otherwise the key (or the
@@ -1042,8 +1042,8 @@ proptest! {
         let winner = |set: &[bool; LAYERS]| (0..LAYERS).find(|&l| set[l] && counts(l));
 
         let expected_port = winner(&port_in).map_or(
-            Sourced { value: 5000, source: Source::Default },
-            |l| Sourced { value: ports[l], source: source(l, "PORT") },
+            Sourced { value: Some(5000), source: Source::Default },
+            |l| Sourced { value: Some(ports[l]), source: source(l, "PORT") },
         );
         prop_assert_eq!(config.preferred_port, expected_port);
         let expected_host = winner(&host_in).map_or(
@@ -1061,5 +1061,116 @@ proptest! {
             config.env_name,
             expected_env.map(|source| Sourced { value: "dev".to_owned(), source })
         );
+    }
+}
+
+// ---- the candidate group ----
+
+/// Candidate keys one table may set: `preferred-port`, `fallback-ports`, `port-range`.
+type Group = (Option<u16>, Option<Vec<u16>>, Option<(u16, u16)>);
+
+fn group() -> impl Strategy<Value = Group> {
+    (
+        prop::option::of(1u16..=60_000),
+        prop::option::of(prop::collection::vec(1u16..=60_000, 0..4)),
+        prop::option::of((1u16..=60_000, 0u16..5).prop_map(|(start, len)| (start, start + len))),
+    )
+}
+
+fn group_table(group: &Group) -> Map<String, Value> {
+    let mut table = Map::new();
+    if let Some(port) = group.0 {
+        table.insert("preferred-port".into(), json!(port));
+    }
+    if let Some(ports) = &group.1 {
+        table.insert("fallback-ports".into(), json!(ports));
+    }
+    if let Some((start, end)) = group.2 {
+        table.insert("port-range".into(), json!(format!("{start}-{end}")));
+    }
+    table
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// The strongest table that sets any candidate key decides the candidates alone: what it
+    /// leaves out is not inherited from weaker tables or the defaults. A flag, a variable or a
+    /// `.env` line still overrides its one key.
+    #[test]
+    fn a_table_with_a_candidate_key_decides_the_candidates_alone(
+        groups in prop::array::uniform4(group()),
+        selected in any::<bool>(),
+        port_flag in prop::option::of(1u16..=60_000),
+        port_var in prop::option::of(1u16..=60_000),
+        fallbacks_dotenv in prop::option::of(prop::collection::vec(1u16..=60_000, 1..3)),
+        range_var in prop::option::of((1u16..=60_000, 0u16..3)),
+    ) {
+        // Strongest first: package env.dev, workspace env.dev, package, workspace.
+        let [pkg_dev, ws_dev, pkg, ws] = &groups;
+        let mut case = Case {
+            package: Some(with_dev(group_table(pkg), group_table(pkg_dev))),
+            workspace: Some(with_dev(group_table(ws), group_table(ws_dev))),
+            env_flag: selected.then(|| "dev".to_owned()),
+            port_flag,
+            ..Case::default()
+        };
+        if let Some(port) = port_var {
+            case.vars.insert("PORT", port.to_string().into());
+        }
+        if let Some((start, len)) = range_var {
+            case.vars.insert("PORTGUARD_PORT_RANGE", format!("{start}-{}", start + len).into());
+        }
+        if let Some(ports) = &fallbacks_dotenv {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            case.dotenv = Some(format!("FALLBACK_PORTS={}\n", list.join(",")).into_bytes());
+        }
+        let (config, warnings) = case.run().result.map_err(TestCaseError::fail)?;
+        prop_assert!(warnings.is_empty(), "{:?}", warnings);
+
+        let counted = if selected { &groups[..] } else { &groups[2..] };
+        let decider = counted
+            .iter()
+            .find(|g| g.0.is_some() || g.1.is_some() || g.2.is_some());
+        let defaults = Config::default();
+        let (mut preferred, mut fallbacks, mut range) = match decider {
+            Some(g) => (g.0, g.1.clone().unwrap_or_default(), g.2),
+            None => (
+                defaults.preferred_port.value,
+                defaults.fallback_ports.value.clone(),
+                None,
+            ),
+        };
+        if let Some(port) = port_flag.or(port_var) {
+            preferred = Some(port);
+        }
+        if let Some(ports) = fallbacks_dotenv {
+            fallbacks = ports;
+        }
+        if let Some((start, len)) = range_var {
+            range = Some((start, start + len));
+        }
+        let mut expected: Vec<u16> = Vec::new();
+        let all = preferred
+            .into_iter()
+            .chain(fallbacks)
+            .chain(range.map_or(0..=0, |(start, end)| start..=end).filter(|&p| p != 0));
+        for port in all {
+            if !expected.contains(&port) && expected.len() < 10 {
+                expected.push(port);
+            }
+        }
+        prop_assert_eq!(config.candidates(), expected);
+        // What a table left out says which table replaced it.
+        if let Some(g) = decider
+            && g.0.is_none()
+            && port_flag.or(port_var).is_none()
+        {
+            prop_assert!(
+                matches!(config.preferred_port.source, Source::Replaced { .. }),
+                "{:?}",
+                config.preferred_port
+            );
+        }
     }
 }

@@ -114,7 +114,7 @@ fn dotenv_line(config_source: &Source) -> usize {
 fn defaults() {
     let config = Case::default().ok();
     assert_eq!(config, Config::default());
-    assert_eq!(config.preferred_port, sourced(5000, Source::Default));
+    assert_eq!(config.preferred_port, sourced(Some(5000), Source::Default));
     assert_eq!(
         config.fallback_ports.value,
         [5001, 5002, 5003, 5004, 5005, 3000, 3001, 8000, 8001]
@@ -171,7 +171,7 @@ fn every_key_from_the_package_table() {
         }))
         .ok();
     let p = pkg_src();
-    assert_eq!(config.preferred_port, sourced(4000, p.clone()));
+    assert_eq!(config.preferred_port, sourced(Some(4000), p.clone()));
     assert_eq!(config.fallback_ports, sourced(vec![4001, 4002], p.clone()));
     let range = PortRange {
         start: 6000,
@@ -209,9 +209,9 @@ fn each_layer_overrides_the_one_below() {
     let port = |case: &Case| case.ok().preferred_port;
 
     let case = Case::default().ws(json!({ "preferred-port": 4001 }));
-    assert_eq!(port(&case), sourced(4001, ws_src()));
+    assert_eq!(port(&case), sourced(Some(4001), ws_src()));
     let case = case.pkg(json!({ "preferred-port": 4002 }));
-    assert_eq!(port(&case), sourced(4002, pkg_src()));
+    assert_eq!(port(&case), sourced(Some(4002), pkg_src()));
 
     // Selected, the workspace's env table beats the package table...
     let case = Case {
@@ -220,24 +220,30 @@ fn each_layer_overrides_the_one_below() {
     }
     .ws(ws.clone())
     .pkg(json!({ "preferred-port": 4002 }));
-    assert_eq!(port(&case), sourced(4003, env_src(WS, "dev")));
+    assert_eq!(port(&case), sourced(Some(4003), env_src(WS, "dev")));
     // ...and the package's env table beats the workspace's.
     let case = case.pkg(pkg.clone());
-    assert_eq!(port(&case), sourced(4004, env_src(PKG, "dev")));
+    assert_eq!(port(&case), sourced(Some(4004), env_src(PKG, "dev")));
 
     let case = case.dotenv("# comment\nPORT=4005\n");
     let config = case.ok();
-    assert_eq!(config.preferred_port.value, 4005);
+    assert_eq!(config.preferred_port.value, Some(4005));
     assert_eq!(dotenv_line(&config.preferred_port.source), 2);
 
     let case = case.var("PORT", "4006");
-    assert_eq!(port(&case), sourced(4006, Source::EnvVar("PORT".into())));
+    assert_eq!(
+        port(&case),
+        sourced(Some(4006), Source::EnvVar("PORT".into()))
+    );
 
     let case = Case {
         port_flag: Some(4007),
         ..case
     };
-    assert_eq!(port(&case), sourced(4007, Source::Flag("--port".into())));
+    assert_eq!(
+        port(&case),
+        sourced(Some(4007), Source::Flag("--port".into()))
+    );
 }
 
 #[test]
@@ -297,7 +303,7 @@ fn every_environment_variable() {
         .var("PORTGUARD_HANDOFF", "socket")
         .ok();
     let var = |name: &str| Source::EnvVar(name.into());
-    assert_eq!(config.preferred_port, sourced(5050, var("PORT")));
+    assert_eq!(config.preferred_port, sourced(Some(5050), var("PORT")));
     assert_eq!(
         config.fallback_ports,
         sourced(vec![5051, 5052, 5053], var("FALLBACK_PORTS"))
@@ -328,7 +334,7 @@ fn env_table_selected_by_variable_and_flag_wins() {
         json!({ "env": { "ci": { "preferred-port": 7100 }, "dev": { "preferred-port": 7200 } } });
     let case = Case::default().ws(ws).var("PORTGUARD_ENV", "ci");
     let config = case.ok();
-    assert_eq!(config.preferred_port.value, 7100);
+    assert_eq!(config.preferred_port.value, Some(7100));
     let var = Source::EnvVar("PORTGUARD_ENV".into());
     assert_eq!(config.env_name, Some(sourced("ci".into(), var)));
 
@@ -336,7 +342,7 @@ fn env_table_selected_by_variable_and_flag_wins() {
         env_flag: Some("dev"),
         ..case
     };
-    assert_eq!(case.ok().preferred_port.value, 7200);
+    assert_eq!(case.ok().preferred_port.value, Some(7200));
 }
 
 #[test]
@@ -344,14 +350,14 @@ fn env_table_selected_by_dotenv_and_empty_variable_deselects() {
     let ws = json!({ "env": { "ci": { "preferred-port": 7100 } } });
     let case = Case::default().ws(ws).dotenv("\nPORTGUARD_ENV=ci\n");
     let config = case.ok();
-    assert_eq!(config.preferred_port.value, 7100);
+    assert_eq!(config.preferred_port.value, Some(7100));
     let name = config.env_name.unwrap();
     assert_eq!(name.value, "ci");
     assert_eq!(dotenv_line(&name.source), 2);
 
     let config = case.var("PORTGUARD_ENV", "").ok();
     assert_eq!(config.env_name, None);
-    assert_eq!(config.preferred_port.value, 5000);
+    assert_eq!(config.preferred_port.value, Some(5000));
 }
 
 // ---- .env syntax ----
@@ -370,7 +376,7 @@ fn dotenv_comments_quotes_export() {
              PORT=9999\n",
         )
         .ok();
-    assert_eq!(config.preferred_port.value, 6001);
+    assert_eq!(config.preferred_port.value, Some(6001));
     assert_eq!(dotenv_line(&config.preferred_port.source), 3);
     assert_eq!(config.fallback_ports.value, [7001, 7002]);
     assert_eq!(dotenv_line(&config.fallback_ports.source), 4);
@@ -385,7 +391,7 @@ fn dotenv_byte_order_mark_and_crlf() {
     let config = Case::default()
         .dotenv("\u{feff}PORT=6002\r\nPORTGUARD_HANDOFF=socket\r\n")
         .ok();
-    assert_eq!(config.preferred_port.value, 6002);
+    assert_eq!(config.preferred_port.value, Some(6002));
     assert_eq!(dotenv_line(&config.preferred_port.source), 1);
     assert_eq!(config.handoff.value, Handoff::Socket);
     assert_eq!(dotenv_line(&config.handoff.source), 2);
@@ -396,7 +402,7 @@ fn dotenv_line_of_a_key_after_a_multiline_value() {
     let config = Case::default()
         .dotenv("KEY=\"first\nsecond\"\nPORT=6003\n")
         .ok();
-    assert_eq!(config.preferred_port.value, 6003);
+    assert_eq!(config.preferred_port.value, Some(6003));
     assert_eq!(dotenv_line(&config.preferred_port.source), 3);
 }
 
@@ -405,18 +411,18 @@ fn dotenv_key_inside_a_multiline_value_is_not_its_line() {
     let config = Case::default()
         .dotenv("SCRIPT=\"set -e\nPORT=1\n\"\nPORT=6004\n")
         .ok();
-    assert_eq!(config.preferred_port.value, 6004);
+    assert_eq!(config.preferred_port.value, Some(6004));
     assert_eq!(dotenv_line(&config.preferred_port.source), 4);
 }
 
 #[test]
 fn dotenv_last_line_with_trailing_space_and_no_line_break() {
     let config = Case::default().dotenv("A=1\nPORT=6005 ").ok();
-    assert_eq!(config.preferred_port.value, 6005);
+    assert_eq!(config.preferred_port.value, Some(6005));
     assert_eq!(dotenv_line(&config.preferred_port.source), 2);
     // Also when that line is blank.
     let config = Case::default().dotenv("PORT=6006\n\t").ok();
-    assert_eq!(config.preferred_port.value, 6006);
+    assert_eq!(config.preferred_port.value, Some(6006));
 }
 
 #[test]
@@ -854,7 +860,7 @@ fn unknown_key_does_not_hide_known_ones() {
         .run()
         .0
         .unwrap();
-    assert_eq!(config.preferred_port.value, 4000);
+    assert_eq!(config.preferred_port.value, Some(4000));
     assert_eq!(warnings.len(), 1);
 }
 
@@ -862,7 +868,7 @@ fn unknown_key_does_not_hide_known_ones() {
 
 fn with_ports(preferred: u16, fallbacks: &[u16], range: Option<(u16, u16)>, max: u32) -> Config {
     let mut config = Config::default();
-    config.preferred_port.value = preferred;
+    config.preferred_port.value = Some(preferred);
     config.fallback_ports.value = fallbacks.to_vec();
     config.port_range.value = range.map(|(start, end)| PortRange { start, end });
     config.max_attempts.value = max;
@@ -914,6 +920,13 @@ fn source_display() {
         ),
         (Source::EnvVar("PORT".into()), "environment variable PORT"),
         (Source::Flag("--port".into()), "flag --port"),
+        (
+            Source::Replaced {
+                by: Box::new(env_src(PKG, "ci")),
+                keys: vec!["fallback-ports", "port-range"],
+            },
+            "replaced by fallback-ports and port-range in `/p/Cargo.toml` [...portguard.env.ci]",
+        ),
     ];
     for (source, text) in cases {
         assert_eq!(source.to_string(), text);
@@ -924,4 +937,137 @@ fn source_display() {
     };
     assert_eq!(range.to_string(), "6000-6099");
     assert_eq!(Handoff::Socket.to_string(), "socket");
+}
+
+fn replaced(by: Source, keys: &[&'static str]) -> Source {
+    Source::Replaced {
+        by: Box::new(by),
+        keys: keys.to_vec(),
+    }
+}
+
+#[test]
+fn an_env_range_replaces_the_package_candidates() {
+    let config = Case {
+        env_flag: Some("ci"),
+        ..Case::default()
+    }
+    .pkg(json!({
+        "preferred-port": 5000,
+        "fallback-ports": [5001],
+        "env": { "ci": { "port-range": "7000-7002" } },
+    }))
+    .ok();
+    let by = replaced(env_src(PKG, "ci"), &["port-range"]);
+    assert_eq!(config.preferred_port, sourced(None, by.clone()));
+    assert_eq!(config.fallback_ports, sourced(vec![], by));
+    assert_eq!(
+        config.port_range,
+        sourced(
+            Some(PortRange {
+                start: 7000,
+                end: 7002
+            }),
+            env_src(PKG, "ci")
+        )
+    );
+    assert_eq!(config.candidates(), [7000, 7001, 7002]);
+    assert_eq!(config.first_port(), Some(7000));
+}
+
+#[test]
+fn a_table_with_candidate_keys_drops_the_defaults_too() {
+    let config = Case::default()
+        .pkg(json!({ "fallback-ports": [6001, 6002] }))
+        .ok();
+    let by = replaced(pkg_src(), &["fallback-ports"]);
+    assert_eq!(config.preferred_port, sourced(None, by));
+    // No range was there to replace: the default (none) stands, and says so.
+    assert_eq!(config.port_range, sourced(None, Source::Default));
+    assert_eq!(config.candidates(), [6001, 6002]);
+
+    let config = Case::default().pkg(json!({ "fallback-ports": [] })).ok();
+    assert_eq!(config.candidates(), Vec::<u16>::new());
+    assert_eq!(config.first_port(), None);
+
+    // Without a candidate key in any table the defaults stand.
+    let config = Case::default().pkg(json!({ "host": "::1" })).ok();
+    assert_eq!(config.preferred_port, sourced(Some(5000), Source::Default));
+    assert_eq!(config.candidates()[..3], [5000, 5001, 5002]);
+}
+
+#[test]
+fn the_strongest_table_with_a_candidate_key_decides_them_all() {
+    let case = Case {
+        env_flag: Some("dev"),
+        ..Case::default()
+    }
+    .ws(json!({
+        "preferred-port": 4000,
+        "fallback-ports": [4001],
+        "port-range": "4100-4101",
+        "env": { "dev": { "fallback-ports": [4201] } },
+    }))
+    .pkg(json!({ "preferred-port": 4300, "max-attempts": 3 }));
+    // Every env table is stronger than the package table: the workspace's env.dev decides.
+    let config = case.ok();
+    let by = replaced(env_src(WS, "dev"), &["fallback-ports"]);
+    assert_eq!(config.preferred_port, sourced(None, by.clone()));
+    assert_eq!(
+        config.fallback_ports,
+        sourced(vec![4201], env_src(WS, "dev"))
+    );
+    assert_eq!(config.port_range, sourced(None, by));
+    assert_eq!(config.candidates(), [4201]);
+
+    // Without the environment, the package table decides.
+    let case = Case {
+        env_flag: None,
+        ..case
+    };
+    let config = case.ok();
+    let by = replaced(pkg_src(), &["preferred-port"]);
+    assert_eq!(config.preferred_port, sourced(Some(4300), pkg_src()));
+    assert_eq!(config.fallback_ports, sourced(vec![], by.clone()));
+    assert_eq!(config.port_range, sourced(None, by));
+    assert_eq!(config.candidates(), [4300]);
+
+    // A package table without candidate keys leaves them all to the workspace table.
+    let config = case.pkg(json!({ "max-attempts": 3 })).ok();
+    assert_eq!(config.preferred_port, sourced(Some(4000), ws_src()));
+    assert_eq!(config.fallback_ports, sourced(vec![4001], ws_src()));
+    assert_eq!(config.candidates(), [4000, 4001, 4100]);
+}
+
+#[test]
+fn flags_variables_and_dotenv_override_candidate_keys_one_by_one() {
+    let config = Case {
+        env_flag: Some("ci"),
+        port_flag: Some(5050),
+        ..Case::default()
+    }
+    .pkg(json!({
+        "preferred-port": 5000,
+        "fallback-ports": [5001],
+        "env": { "ci": { "port-range": "7000-7001" } },
+    }))
+    .dotenv("FALLBACK_PORTS=6001,6002\n")
+    .ok();
+    assert_eq!(
+        config.preferred_port,
+        sourced(Some(5050), Source::Flag("--port".into()))
+    );
+    assert_eq!(dotenv_line(&config.fallback_ports.source), 1);
+    assert_eq!(config.port_range.source, env_src(PKG, "ci"));
+    assert_eq!(config.candidates(), [5050, 6001, 6002, 7000, 7001]);
+
+    let config = Case::default()
+        .pkg(json!({ "port-range": "7000-7001" }))
+        .var("PORTGUARD_PORT_RANGE", "")
+        .ok();
+    assert_eq!(
+        config.port_range,
+        sourced(None, Source::EnvVar("PORTGUARD_PORT_RANGE".into()))
+    );
+    assert_eq!(config.candidates(), Vec::<u16>::new());
 }

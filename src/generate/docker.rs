@@ -41,7 +41,7 @@ fn dockerfile(deployment: &Deployment) -> Result<String, BadInput> {
     let bin = deployment
         .bin
         .fit("a Dockerfile COPY", escape::copy_file_name)?;
-    let port = config.preferred_port.value;
+    let port = deployment.port;
     let rust = deployment.rust_version.as_deref().unwrap_or("1");
     let dockerfile = if deployment.package_dir.value.is_empty() {
         "Dockerfile".to_owned()

@@ -72,7 +72,7 @@ fn label_value(text: &str) -> String {
 
 fn manifests(deployment: &Deployment, name: &str) -> String {
     let config = &deployment.config;
-    let port = config.preferred_port.value;
+    let port = deployment.port;
     let probe_timeout = ceil_seconds(config.check_timeout.value);
     let probe = match &config.health_path.value {
         Some(path) => format!(

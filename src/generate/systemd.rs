@@ -83,7 +83,7 @@ fn socket(deployment: &Deployment) -> Result<String, BadInput> {
          WantedBy=sockets.target\n",
         description = text(format!("{} listening socket", deployment.instance))?,
         name = text(deployment.instance.clone())?,
-        listen = listen_stream(config.host.value, config.preferred_port.value),
+        listen = listen_stream(config.host.value, deployment.port),
     ))
 }
 

@@ -199,6 +199,211 @@ fn dotenv_beats_the_selected_env_table() {
     assert_eq!(used, dotenv, "dev {}, base {}", ports.dev, ports.base);
 }
 
+// ---- the candidate keys are one group per table ----------------------------------------
+
+/// `start-end`, `len` consecutive ports free now.
+fn free_range(len: u16) -> (u16, String) {
+    let start = crate::support::quiet_port_range(len);
+    (start, format!("{start}-{}", start + len - 1))
+}
+
+#[test]
+fn an_env_range_is_all_the_environment_uses_even_with_package_candidates() {
+    let project = TestProject::fixture();
+    let (start, range) = free_range(3);
+    let (preferred, fallback) = (free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {preferred}
+fallback-ports = [{fallback}]
+         [package.metadata.portguard.env.ci]
+port-range = \"{range}\""
+    ));
+    let stdout = config_stdout(&project, &["--env", "ci"], &[]);
+    let env_table = format!("`{}` [...portguard.env.ci]", manifest(&project).display());
+    let replaced = format!("replaced by port-range in {env_table}");
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        ("none", replaced.as_str()),
+        "{stdout}"
+    );
+    assert_eq!(
+        config_line(&stdout, "fallback-ports"),
+        ("[]", replaced.as_str()),
+        "{stdout}"
+    );
+    let quoted = format!("\"{range}\"");
+    assert_eq!(
+        config_line(&stdout, "port-range"),
+        (quoted.as_str(), env_table.as_str()),
+        "{stdout}"
+    );
+    // The server really starts on the range's first port, not on the package's.
+    let server = project.serve(&["--env", "ci"]);
+    assert_eq!(
+        ready(&project, &server).port,
+        start,
+        "package ports {preferred}, {fallback}"
+    );
+}
+
+#[test]
+fn an_env_range_without_package_candidates_starts_at_its_first_port() {
+    let project = TestProject::fixture();
+    let (start, range) = free_range(2);
+    project.set_metadata(&format!(
+        "handoff = \"socket\"\n[package.metadata.portguard.env.ci]\nport-range = \"{range}\""
+    ));
+    let run = run_config(&project, &["--json", "--env", "ci"], &[]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let manifest = manifest(&project);
+    let by = serde_json::json!({
+        "source": "env_table",
+        "environment": "ci",
+        "path": manifest.to_str().expect("UTF-8 path"),
+    });
+    // The defaults (5000 and its fallbacks) are what the range replaces here.
+    assert_eq!(
+        json["settings"]["preferred-port"],
+        serde_json::json!({"value": null, "source": "replaced", "keys": ["port-range"], "by": by}),
+        "{json}"
+    );
+    assert_eq!(
+        json["settings"]["fallback-ports"],
+        serde_json::json!({"value": [], "source": "replaced", "keys": ["port-range"], "by": by}),
+        "{json}"
+    );
+    let server = project.serve(&["--env", "ci"]);
+    let Ready { port, info, .. } = ready(&project, &server);
+    assert_eq!(port, start);
+    // Only the candidate keys are one group: the package table's handoff still counts.
+    assert_eq!(info["socket_from_fd3"], true, "{info}");
+}
+
+#[test]
+fn workspace_package_and_env_tables_each_replace_the_candidates_as_a_whole() {
+    let project = TestProject::fixture();
+    let (ws_port, ws_fallback, pkg_port, dev_fallback) =
+        (free_port(), free_port(), free_port(), free_port());
+    let (ws_start, ws_range) = free_range(2);
+    set_workspace_metadata(
+        &project,
+        &format!(
+            "preferred-port = {ws_port}
+fallback-ports = [{ws_fallback}]
+             port-range = \"{ws_range}\"
+             [workspace.metadata.portguard.env.dev]
+fallback-ports = [{dev_fallback}]"
+        ),
+    );
+    let manifest = manifest(&project);
+    let package = format!("`{}` [package.metadata.portguard]", manifest.display());
+    let workspace = format!("`{}` [workspace.metadata.portguard]", manifest.display());
+    let env_table = format!("`{}` [...portguard.env.dev]", manifest.display());
+
+    // Only the workspace sets candidates: they all come from there.
+    let stdout = config_stdout(&project, &[], &[]);
+    let ws_port_text = ws_port.to_string();
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (ws_port_text.as_str(), workspace.as_str())
+    );
+    let ws_range_text = format!("\"{ws_range}\"");
+    assert_eq!(
+        config_line(&stdout, "port-range"),
+        (ws_range_text.as_str(), workspace.as_str())
+    );
+
+    // The package's preferred port replaces the workspace's fallbacks and range as well.
+    project.set_metadata(&format!("preferred-port = {pkg_port}"));
+    let stdout = config_stdout(&project, &[], &[]);
+    let by_package = format!("replaced by preferred-port in {package}");
+    let pkg_port_text = pkg_port.to_string();
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (pkg_port_text.as_str(), package.as_str())
+    );
+    assert_eq!(
+        config_line(&stdout, "fallback-ports"),
+        ("[]", by_package.as_str())
+    );
+    assert_eq!(
+        config_line(&stdout, "port-range"),
+        ("none", by_package.as_str())
+    );
+    let server = project.serve(&[]);
+    assert_eq!(
+        ready(&project, &server).port,
+        pkg_port,
+        "workspace {ws_start}"
+    );
+    drop(server);
+
+    // The selected env table, even the workspace's, is stronger than the package table.
+    let stdout = config_stdout(&project, &["--env", "dev"], &[]);
+    let by_env = format!("replaced by fallback-ports in {env_table}");
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        ("none", by_env.as_str())
+    );
+    let dev_text = format!("[{dev_fallback}]");
+    assert_eq!(
+        config_line(&stdout, "fallback-ports"),
+        (dev_text.as_str(), env_table.as_str())
+    );
+    assert_eq!(
+        config_line(&stdout, "port-range"),
+        ("none", by_env.as_str())
+    );
+}
+
+#[test]
+fn flags_variables_and_dotenv_still_override_candidate_keys_one_by_one() {
+    let project = TestProject::fixture();
+    let (start, range) = free_range(2);
+    let (preferred, flag, var, dotenv) = (free_port(), free_port(), free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {preferred}
+fallback-ports = []
+         [package.metadata.portguard.env.ci]
+port-range = \"{range}\""
+    ));
+    project.write_file(
+        ".env",
+        format!(
+            "FALLBACK_PORTS={dotenv}
+"
+        ),
+    );
+    let stdout = config_stdout(&project, &["--env", "ci"], &[("PORT", &var.to_string())]);
+    let var_text = var.to_string();
+    assert_eq!(
+        config_line(&stdout, "preferred-port"),
+        (var_text.as_str(), "environment variable PORT")
+    );
+    let dotenv_text = format!("[{dotenv}]");
+    let line = format!("`{}` line 1", dotenv_path(&project).display());
+    assert_eq!(
+        config_line(&stdout, "fallback-ports"),
+        (dotenv_text.as_str(), line.as_str())
+    );
+    let range_text = format!("\"{range}\"");
+    let env_table = format!("`{}` [...portguard.env.ci]", manifest(&project).display());
+    assert_eq!(
+        config_line(&stdout, "port-range"),
+        (range_text.as_str(), env_table.as_str())
+    );
+    let server = project.serve_with_env(
+        &["--env", "ci", "--port", &flag.to_string()],
+        &[("PORT", &var.to_string())],
+    );
+    assert_eq!(
+        ready(&project, &server).port,
+        flag,
+        "package {preferred}, range from {start}"
+    );
+}
+
 // ---- bad input --------------------------------------------------------------------------
 
 /// Runs `cargo-serve-safe serve-safe ARGS` with `vars`, expecting bad input: exit code 2,

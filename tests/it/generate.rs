@@ -229,7 +229,7 @@ fn an_env_table_is_applied_and_named_in_the_header() {
     let text = project.read_file(FILES[0]);
     assert!(text.contains("its env.production table"), "{text}");
     assert!(
-        text.contains("`cargo portguard generate systemd --env production --check`"),
+        text.contains("`cargo portguard generate --env production --check`"),
         "{text}"
     );
     assert_eq!(listen_stream(&text), "0.0.0.0:8080");
@@ -302,6 +302,92 @@ fn check_passes_when_fresh_and_names_each_stale_or_missing_file() {
     generated(&project, &[]);
     let again = generate(&project, &["--check"]);
     assert_eq!(again.code(), Some(0), "{}", again.describe());
+}
+
+#[test]
+fn files_generated_kind_by_kind_pass_one_check_of_them_all() {
+    let project = TestProject::fixture();
+    project.set_metadata(
+        "preferred-port = 4711\n\n[package.metadata.portguard.env.production]\nhost = \"0.0.0.0\"",
+    );
+    let options = ["--env", "production", "--replicas", "2"];
+    for kind in ["systemd", "docker", "kubernetes"] {
+        let mut args = vec![kind];
+        args.extend(options);
+        generated(&project, &args);
+    }
+    let mut args = vec!["--check"];
+    args.extend(options);
+    let check = generate(&project, &args);
+    assert_eq!(check.code(), Some(0), "{}", check.describe());
+    // Each header names the command without the kinds, with the options that shape the files.
+    for file in FILES.iter().filter(|file| **file != ".dockerignore") {
+        let text = project.read_file(file);
+        assert!(
+            text.contains(
+                "run `cargo portguard generate --env production --replicas 2`;\n# \
+                 `cargo portguard generate --env production --replicas 2 --check` fails"
+            ),
+            "{file}: {text}"
+        );
+    }
+    // One kind checked alone agrees as well, and a second generation changes nothing.
+    let check = generate(
+        &project,
+        &[
+            "docker",
+            "--check",
+            "--env",
+            "production",
+            "--replicas",
+            "2",
+        ],
+    );
+    assert_eq!(check.code(), Some(0), "{}", check.describe());
+    let before = Tree::of(&project.root);
+    generated(&project, &options);
+    assert_eq!(
+        before.changes_to(&Tree::of(&project.root)),
+        Vec::<String>::new()
+    );
+    // A stale file checked kind by kind is brought up to date by the same kinds.
+    project.set_metadata(
+        "preferred-port = 4712\n\n[package.metadata.portguard.env.production]\nhost = \"0.0.0.0\"",
+    );
+    let stale = generate(
+        &project,
+        &[
+            "systemd",
+            "--check",
+            "--env",
+            "production",
+            "--replicas",
+            "2",
+        ],
+    );
+    assert_eq!(stale.code(), Some(1), "{}", stale.describe());
+    assert!(
+        stale
+            .stderr
+            .contains("run `cargo portguard generate systemd --env production --replicas 2` to"),
+        "{}",
+        stale.describe()
+    );
+}
+
+#[test]
+fn a_configuration_without_a_candidate_port_is_refused_by_name() {
+    let project = TestProject::fixture();
+    project.set_metadata("fallback-ports = []");
+    let finished = generate(&project, &["systemd"]);
+    assert_eq!(finished.code(), Some(2), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("gives no candidate port")
+            && finished.stderr.contains("set `preferred-port`"),
+        "{}",
+        finished.describe()
+    );
+    assert!(!project.root.join("deploy").exists());
 }
 
 #[test]
@@ -731,7 +817,7 @@ fn a_bin_dir_with_a_space_is_one_word_and_the_header_quotes_it() {
         };
         assert!(
             text.contains(&format!(
-                "`cargo portguard generate systemd --bin-dir {shown} --check`"
+                "`cargo portguard generate --bin-dir {shown} --check`"
             )),
             "{dir}: {text}"
         );

@@ -186,6 +186,34 @@ fn port_and_env_flags_choose_the_candidates_as_run_does() {
 }
 
 #[test]
+fn an_env_range_replaces_the_package_candidates() {
+    let project = TestProject::fixture();
+    let start = crate::support::quiet_port_range(3);
+    let (preferred, fallback, flag) = (free_port(), free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {preferred}\nfallback-ports = [{fallback}]\n\
+         [package.metadata.portguard.env.ci]\nport-range = \"{start}-{}\"",
+        start + 2
+    ));
+    let json = ports_json(&project, &["--env", "ci"]);
+    let range = [start, start + 1, start + 2].map(u64::from);
+    assert_eq!(candidate_ports(&json), range, "{json}");
+    assert_eq!(json["would_use"], start, "{json}");
+    // Without the environment the package's candidates stand.
+    let json = ports_json(&project, &[]);
+    assert_eq!(
+        candidate_ports(&json),
+        [preferred, fallback].map(u64::from),
+        "{json}"
+    );
+    // A flag still sets its one key: the port first, then the range.
+    let json = ports_json(&project, &["--env", "ci", "--port", &flag.to_string()]);
+    let mut expected = vec![u64::from(flag)];
+    expected.extend(range);
+    assert_eq!(candidate_ports(&json), expected, "{json}");
+}
+
+#[test]
 fn runs_nothing_and_writes_nothing() {
     let project = TestProject::fixture();
     let port = project.set_metadata_on_free_port("handoff = \"socket\"");
@@ -235,6 +263,62 @@ fn port_of_a_running_portguard_instance_is_not_free() {
     let text = ports(&other, &[]).stdout;
     assert_eq!(row(&text, port)[1], "reserved", "{text}");
     assert_eq!(json["would_use"], fallback, "{json}");
+}
+
+#[test]
+fn while_the_instance_runs_it_says_so_and_what_a_copy_would_take() {
+    let project = TestProject::fixture();
+    let (port, fallback) = (free_port(), free_port());
+    project.set_metadata(&format!(
+        "preferred-port = {port}\nfallback-ports = [{fallback}]"
+    ));
+    let json = ports_json(&project, &[]);
+    assert_eq!(json["running"], Value::Null, "{json}");
+    assert_eq!(json["would_use"], port, "{json}");
+
+    let server = project.serve(&[]);
+    assert_eq!(ready(&project, &server).port, port);
+    let pid = project
+        .read_pid(crate::support::FIXTURE_INSTANCE)
+        .expect("pid");
+    let json = ports_json(&project, &[]);
+    assert_eq!(
+        json["running"],
+        serde_json::json!({
+            "instance": crate::support::FIXTURE_INSTANCE,
+            "pid": pid,
+            "port": port,
+        }),
+        "{json}"
+    );
+    assert_eq!(json["would_use"], fallback, "{json}");
+    let text = ports(&project, &[]).stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            format!(
+                "instance `{}` is already running (pid {pid}, port {port}): serve-safe would \
+                 refuse to start it again",
+                crate::support::FIXTURE_INSTANCE
+            ),
+            format!("a copy with `--instance NAME` would use port {fallback} on 127.0.0.1"),
+        ],
+        "{text}"
+    );
+
+    let stop = project.run_portguard(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.describe());
+    let json = ports_json(&project, &[]);
+    assert_eq!(json["running"], Value::Null, "{json}");
+    let text = ports(&project, &[]).stdout;
+    assert!(
+        text.ends_with(&format!(
+            "\nserve-safe would use port {port} on 127.0.0.1\n"
+        )),
+        "{text}"
+    );
+    drop(server);
 }
 
 #[test]

@@ -256,7 +256,7 @@ fn a_workspace_manifest_appearing_above_the_package_is_seen() {
     let alone = manifest.replace("\n[workspace]\n", "\n");
     assert_ne!(alone, manifest, "the fixture has a [workspace] line");
     counted.project.write_file("Cargo.toml", alone);
-    counted.project.set_metadata("fallback-ports = []");
+    counted.project.set_metadata("max-attempts = 1");
     let before = counted.config(&[]);
     assert_ne!(preferred_port(&before), 41006);
     fs::write(
