@@ -174,6 +174,7 @@ fn serve_planned(
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
     launch.notify_socket = NotifySocket::bind(runtime);
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
+    launch.misplaced_fails = reporter.is_some();
     let replicas = match launch.replicas {
         1 => String::new(),
         count => format!(", {count} replicas"),
@@ -282,6 +283,7 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             "the server was not ready within {}s (`ready-timeout-ms`); stopped it",
             limit.as_secs()
         )),
+        Ending::Misplaced(misplaced) => Some(misplaced.with("; stopped it")),
         Ending::Stopped { .. } => None,
     }
 }
@@ -460,6 +462,7 @@ fn launch(
         notify_socket: None,
         ready_timeout: None,
         replicas: args.replicas.map_or(1, |count| count as usize),
+        misplaced_fails: false,
     }
 }
 
