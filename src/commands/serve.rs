@@ -26,6 +26,7 @@ use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
 
 mod detach;
+mod progress;
 
 /// Everything `serve-safe` learns from its input before it touches anything: a mistake found
 /// here exits with 2 and has started nothing.
@@ -93,7 +94,7 @@ pub(crate) fn serve(context: &Context, common: &CommonArgs, run: &RunArgs) -> Re
             force_stop(&files)?;
         }
         if run.detach && reporter.is_none() {
-            return detach::start(context, &files, run.json);
+            return detach::start(context, &files, run.json, common.quiet);
         }
         serve_planned(&plan, context, common, run, reporter.as_ref())
     });
@@ -133,7 +134,11 @@ fn serve_planned(
     };
     // The log is this run's from here on: what it says about the last run belongs in it.
     let capture = match reporter {
-        Some(_) => Some(files.capture_log()?),
+        Some(reporter) => {
+            let capture = files.capture_log()?;
+            reporter.logging();
+            Some(capture)
+        }
         None => None,
     };
     if let Some(stale) = left_behind {
