@@ -94,7 +94,12 @@ pub(crate) fn serve(context: &Context, common: &CommonArgs, run: &RunArgs) -> Re
             force_stop(&files)?;
         }
         if run.detach && reporter.is_none() {
-            return detach::start(context, &files, run.json, common.quiet);
+            // cargo's own switch for its progress bar turns this progress off too.
+            let progress = !common.quiet
+                && context
+                    .var("CARGO_TERM_PROGRESS_WHEN")
+                    .is_none_or(|when| when != "never");
+            return detach::start(context, &files, run.json, progress);
         }
         serve_planned(&plan, context, common, run, reporter.as_ref())
     });

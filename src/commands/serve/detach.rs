@@ -28,8 +28,8 @@ use super::progress::Progress;
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// Starts the supervisor in the background and waits for its verdict. Prints the port (or,
-/// with `json`, a status entry) on stdout once the server is ready; meanwhile cargo's progress
-/// on stderr, unless `quiet`.
+/// with `json`, a status entry) on stdout once the server is ready; meanwhile, with `progress`,
+/// cargo's progress on stderr.
 ///
 /// # Errors
 /// When the background supervisor cannot be started, or reports a failure (its exit code is
@@ -38,7 +38,7 @@ pub(super) fn start(
     context: &Context,
     files: &InstanceFiles,
     json: bool,
-    quiet: bool,
+    progress: bool,
 ) -> Result<i32> {
     let (reader, writer) = std::io::pipe().context("could not create the report pipe")?;
     let exe = std::env::current_exe().context("could not find the running portguard binary")?;
@@ -58,7 +58,7 @@ pub(super) fn start(
         .with_context(|| format!("could not start `{}` in the background", exe.display()))?;
     // Only the child may keep the pipe open, so that its death reads as end of file here.
     drop(writer);
-    let progress = Progress::new(files.log.clone(), quiet);
+    let progress = Progress::new(files.log.clone(), progress);
     let (verdict, mut lines) = match wait_for_report(reader, progress)? {
         Report::Lines(first, rest) => (first, rest),
         Report::Interrupted(signal) => {

@@ -48,18 +48,19 @@ pub(super) struct Progress {
     in_place: bool,
     /// A line rewritten in place is on the screen.
     shown: bool,
-    quiet: bool,
+    /// Off: follows nothing, shows nothing.
+    enabled: bool,
 }
 
 impl Progress {
-    pub(super) fn new(path: PathBuf, quiet: bool) -> Self {
+    pub(super) fn new(path: PathBuf, enabled: bool) -> Self {
         Progress {
             path,
             log: None,
             partial: Vec::new(),
             in_place: std::io::stderr().is_terminal(),
             shown: false,
-            quiet,
+            enabled,
         }
     }
 
@@ -69,7 +70,7 @@ impl Progress {
 
     /// Starts following the log from its beginning: the supervisor has just emptied it.
     pub(super) fn follow(&mut self) {
-        if self.quiet {
+        if !self.enabled {
             return;
         }
         // A log that cannot be read only means no progress is shown.
@@ -203,7 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("x.log");
         std::fs::write(&path, "    Starting `cargo run`\n   Compil").expect("write");
-        let mut progress = Progress::new(path.clone(), false);
+        let mut progress = Progress::new(path.clone(), true);
         progress.in_place = false;
         assert!(!progress.is_following());
         progress.follow();
