@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use crate::health::{self, ReadyCheck};
 use crate::{exit_codes, os, output, signals};
 
+pub(crate) mod diagnose;
 mod notify;
 mod reaper;
 mod replicas;
@@ -41,6 +42,8 @@ pub(crate) enum Event {
     Ready(u32),
     /// The process `cargo run` became has exited.
     Exited(u32, ExitStatus),
+    /// The server of this generation listens elsewhere, not on the port it was given.
+    Misplaced(u32, diagnose::Misplaced),
 }
 
 /// How to start the server.
@@ -62,6 +65,9 @@ pub(crate) struct Launch {
     pub(crate) ready_timeout: Option<Duration>,
     /// How many servers accept on the socket (`--replicas`); more than one needs `socket`.
     pub(crate) replicas: usize,
+    /// A server that listens elsewhere than it was told ends the run (detached runs, where
+    /// nobody reads a warning), rather than being warned about.
+    pub(crate) misplaced_fails: bool,
 }
 
 impl Launch {
@@ -77,7 +83,7 @@ impl Launch {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Ending {
     /// The server exited on its own; `ready` tells whether it had ever answered.
     Exited { status: ExitStatus, ready: bool },
@@ -85,6 +91,8 @@ pub(crate) enum Ending {
     Stopped { killed: bool },
     /// It did not become ready within the ready timeout and was stopped.
     NotReady(Duration),
+    /// It listened elsewhere than it was told, and was stopped (`misplaced_fails`).
+    Misplaced(diagnose::Misplaced),
 }
 
 impl Ending {
@@ -92,7 +100,7 @@ impl Ending {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Ending::Stopped { .. } => exit_codes::OK,
-            Ending::NotReady(_) => exit_codes::FAILURE,
+            Ending::NotReady(_) | Ending::Misplaced(_) => exit_codes::FAILURE,
             Ending::Exited { status, .. } => status_code(*status),
         }
     }
@@ -217,6 +225,8 @@ impl Supervisor {
             };
             match event {
                 Event::Ready(generation) if !ready && set.index_of(generation).is_some() => {
+                    // The listener watch has nothing more to say.
+                    self.cancel_probe.store(true, Ordering::Relaxed);
                     ready = true;
                     observer.servers(&set.pids(), true);
                     observer.ready();
@@ -236,7 +246,16 @@ impl Supervisor {
                     set.crashed(index, status);
                     observer.servers(&set.pids(), ready);
                 }
-                Event::Ready(_) => {}
+                Event::Misplaced(generation, misplaced)
+                    if !ready && set.index_of(generation).is_some() =>
+                {
+                    if self.launch.misplaced_fails {
+                        self.stop_all(&mut set, false)?;
+                        return Ok(Ending::Misplaced(misplaced));
+                    }
+                    output::warning(misplaced.with(" (it keeps running)"));
+                }
+                Event::Ready(_) | Event::Misplaced(..) => {}
                 Event::Signal(signals::RESTART) => match self.restart(&mut set, observer)? {
                     Restarted::Running { ready: now_ready } => {
                         ready = now_ready;
@@ -447,7 +466,7 @@ impl Supervisor {
                         set.crashed(index, status);
                     }
                 }
-                Event::Signal(signals::RESTART) | Event::Ready(_) => {}
+                Event::Signal(signals::RESTART) | Event::Ready(_) | Event::Misplaced(..) => {}
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));
                     return Ok(true);
@@ -581,7 +600,9 @@ impl Supervisor {
         Ok(pid)
     }
 
-    /// Probes readiness once, in a thread; reports `Event::Ready(generation)`.
+    /// Probes readiness once, in a thread; reports `Event::Ready(generation)`. Meanwhile another
+    /// thread watches where the server listens, and reports `Event::Misplaced` if that is not
+    /// where it was told to.
     fn start_probe(&mut self, generation: u32, pid: u32) -> Result<()> {
         self.cancel_probe = Arc::new(AtomicBool::new(false));
         let cancel = Arc::clone(&self.cancel_probe);
@@ -589,6 +610,16 @@ impl Supervisor {
         if !check.socket_handoff {
             check.owner_group = Some(pid);
         }
+        let given = diagnose::Given {
+            port: check.addr.port(),
+            socket_handoff: check.socket_handoff,
+            socket_inode: self
+                .launch
+                .socket
+                .as_ref()
+                .and_then(|socket| os::socket_inode(std::os::fd::AsFd::as_fd(socket)).ok()),
+        };
+        diagnose::watch(given, generation, Arc::clone(&cancel), self.sender.clone())?;
         let sender = self.sender.clone();
         std::thread::Builder::new()
             .name("portguard-ready".to_owned())

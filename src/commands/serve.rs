@@ -26,6 +26,7 @@ use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
 
 mod detach;
+mod progress;
 
 /// Everything `serve-safe` learns from its input before it touches anything: a mistake found
 /// here exits with 2 and has started nothing.
@@ -93,7 +94,12 @@ pub(crate) fn serve(context: &Context, common: &CommonArgs, run: &RunArgs) -> Re
             force_stop(&files)?;
         }
         if run.detach && reporter.is_none() {
-            return detach::start(context, &files, run.json);
+            // cargo's own switch for its progress bar turns this progress off too.
+            let progress = !common.quiet
+                && context
+                    .var("CARGO_TERM_PROGRESS_WHEN")
+                    .is_none_or(|when| when != "never");
+            return detach::start(context, &files, run.json, progress);
         }
         serve_planned(&plan, context, common, run, reporter.as_ref())
     });
@@ -133,7 +139,11 @@ fn serve_planned(
     };
     // The log is this run's from here on: what it says about the last run belongs in it.
     let capture = match reporter {
-        Some(_) => Some(files.capture_log()?),
+        Some(reporter) => {
+            let capture = files.capture_log()?;
+            reporter.logging();
+            Some(capture)
+        }
         None => None,
     };
     if let Some(stale) = left_behind {
@@ -174,6 +184,7 @@ fn serve_planned(
     let mut launch = launch(plan, common, run, selection.port, selection.listener);
     launch.notify_socket = NotifySocket::bind(runtime);
     launch.ready_timeout = reporter.map(|_| config.ready_timeout.value);
+    launch.misplaced_fails = reporter.is_some();
     let replicas = match launch.replicas {
         1 => String::new(),
         count => format!(", {count} replicas"),
@@ -282,6 +293,7 @@ fn describe_ending(ending: &Ending, pid: u32, command: &str) -> Option<String> {
             "the server was not ready within {}s (`ready-timeout-ms`); stopped it",
             limit.as_secs()
         )),
+        Ending::Misplaced(misplaced) => Some(misplaced.with("; stopped it")),
         Ending::Stopped { .. } => None,
     }
 }
@@ -460,6 +472,7 @@ fn launch(
         notify_socket: None,
         ready_timeout: None,
         replicas: args.replicas.map_or(1, |count| count as usize),
+        misplaced_fails: false,
     }
 }
 

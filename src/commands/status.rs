@@ -71,7 +71,11 @@ fn describe(summary: &Summary) -> String {
     let name = &summary.instance;
     match (&summary.state, &summary.running) {
         (State::Running, Some(run)) => format!(
-            "{name}: RUNNING\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n",
+            "{name}: RUNNING{}\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n",
+            run.diagnosis
+                .as_ref()
+                .map(|diagnosis| format!(", NOT SERVING ITS PORT: {diagnosis}"))
+                .unwrap_or_default(),
             run.pid,
             run.supervisor_pid,
             run.port,

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{InstanceFiles, LockState, Record};
 use crate::config::Handoff;
+use crate::supervise::diagnose;
 use crate::{health, os};
 
 /// One instance as `status --json` shows it.
@@ -50,6 +51,10 @@ pub(crate) struct Running {
     /// With `--replicas N` (N > 1): every replica's pid; absent for a single server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) replicas: Option<Vec<u32>>,
+    /// Why nothing answers on the port though the server runs: it listens elsewhere. Looked
+    /// for only while the server has not answered; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) diagnosis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,6 +115,20 @@ fn supervisor_lives(record: &Record) -> bool {
             .is_none_or(|recorded| os::start_time(pid).as_ref() == Some(recorded))
 }
 
+/// Where a server that never answered listens instead, read from `/proc` now: the processes
+/// below its supervisor.
+fn diagnosis(record: &Record) -> Option<String> {
+    if record.ready || record.pid == 0 {
+        return None;
+    }
+    let given = diagnose::Given {
+        port: record.port,
+        socket_handoff: record.handoff == Handoff::Socket,
+        socket_inode: record.socket_inode,
+    };
+    diagnose::look(record.supervisor_pid, &given).map(|misplaced| misplaced.to_string())
+}
+
 fn running(record: &Record, probe: bool) -> Running {
     let health = match (&record.health_path, probe && record.ready) {
         (Some(path), true) => {
@@ -134,5 +153,6 @@ fn running(record: &Record, probe: bool) -> Running {
         health,
         environment: record.environment.clone(),
         replicas: (!record.replicas.is_empty()).then(|| record.replicas.clone()),
+        diagnosis: diagnosis(record),
     }
 }

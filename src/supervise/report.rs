@@ -1,5 +1,7 @@
 //! The detached supervisor's word to the foreground `cargo serve-safe --detach` that started it:
-//! one line through an inherited pipe, `ready`, or `fail CODE` followed by the message.
+//! one line through an inherited pipe, `ready`, or `fail CODE` followed by the message. A `log`
+//! line may come before it: the instance's log was started afresh, and the foreground may follow
+//! it from its beginning.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -26,6 +28,16 @@ impl Reporter {
         Some(Reporter {
             pipe: Mutex::new(Some(file)),
         })
+    }
+
+    /// Says that this run's log has started (emptied, and written from now on).
+    pub(crate) fn logging(&self) {
+        let Ok(pipe) = self.pipe.lock() else {
+            return;
+        };
+        if let Some(mut file) = pipe.as_ref() {
+            let _ = file.write_all(b"log\n");
+        }
     }
 
     pub(crate) fn ready(&self) {

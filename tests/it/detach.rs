@@ -396,3 +396,79 @@ fn detach_whose_supervisor_gets_sigterm_before_ready_fails_and_frees_the_lock() 
         .expect("SIGTERM the background supervisor");
     });
 }
+
+#[test]
+fn detach_shows_the_build_on_stderr_and_only_the_port_on_stdout() {
+    // A target dir of its own: the fixture has to be compiled.
+    let project = TestProject::fixture().own_target_dir();
+    let port = project.set_metadata_on_free_port("");
+    let started = project.run_serve_safe(&["--detach"]);
+    assert_eq!(started.code(), Some(0), "{}", started.describe());
+    assert_eq!(
+        started.stdout,
+        format!("{port}\n"),
+        "{}",
+        started.describe()
+    );
+    // Not a terminal: one plain line a step, in cargo's style, before the verdict.
+    let compiling = started
+        .stderr
+        .find("   Compiling fixture-server v")
+        .unwrap_or_else(|| panic!("no progress: {}", started.describe()));
+    let detached = started
+        .stderr
+        .find("Detached supervisor pid")
+        .unwrap_or_else(|| panic!("no Detached line: {}", started.describe()));
+    assert!(compiling < detached, "{}", started.describe());
+    assert!(
+        started.stderr.contains("   Compiling server-core v"),
+        "{}",
+        started.describe()
+    );
+    // Only the build's progress: not its end, nor the server's output.
+    for other in ["Finished", "Running", "Starting", "fixture: listening"] {
+        assert!(
+            !started.stderr.contains(other),
+            "{other}: {}",
+            started.describe()
+        );
+    }
+    assert!(!started.stderr.contains('\r'), "{}", started.describe());
+    let record = project.read_json(FIXTURE_INSTANCE).expect("a .json");
+    let detached = Detached {
+        port,
+        pid: project.read_pid(FIXTURE_INSTANCE).expect("a .pid"),
+        supervisor_pid: record["supervisor_pid"].as_u64().expect("a pid") as u32,
+    };
+    stop_and_check(&project, &detached);
+
+    // A touched source is compiled again; cargo's switch for its progress bar silences it.
+    let main = project.read_file("src/main.rs");
+    project.write_file("src/main.rs", format!("{main}\n"));
+    let mut quiet = project.serve_safe(&["--detach"]);
+    quiet.env("CARGO_TERM_PROGRESS_WHEN", "never");
+    let started = run_within(quiet, COMMAND_TIMEOUT);
+    assert_eq!(started.code(), Some(0), "{}", started.describe());
+    assert_eq!(
+        started.stdout,
+        format!("{port}\n"),
+        "{}",
+        started.describe()
+    );
+    assert!(
+        !started.stderr.contains("Compiling"),
+        "{}",
+        started.describe()
+    );
+    let log = std::fs::read_to_string(project.log_file(FIXTURE_INSTANCE)).expect("the log");
+    assert!(log.contains("Compiling fixture-server"), "{log}");
+    let record = project.read_json(FIXTURE_INSTANCE).expect("a .json");
+    stop_and_check(
+        &project,
+        &Detached {
+            port,
+            pid: project.read_pid(FIXTURE_INSTANCE).expect("a .pid"),
+            supervisor_pid: record["supervisor_pid"].as_u64().expect("a pid") as u32,
+        },
+    );
+}

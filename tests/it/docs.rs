@@ -228,6 +228,9 @@ fn run_block(page: &str, block: &Block) -> Vec<String> {
     path.extend(std::env::var_os("PATH").map_or_else(Vec::new, |path| {
         std::env::split_paths(&path).collect::<Vec<_>>()
     }));
+    // A terminal shows no progress of a detached start once it is over (the line is rewritten
+    // in place, then cleared), and these examples show what a terminal shows.
+    session.env("CARGO_TERM_PROGRESS_WHEN", "never");
     session.env_remove("CARGO").env(
         "PATH",
         std::env::join_paths(path).expect("PATH entries hold no separator"),

@@ -6,6 +6,7 @@ mod config;
 mod deploy;
 mod descriptors;
 mod detach;
+mod diagnose;
 mod docs;
 mod examples;
 mod faults;

@@ -4,12 +4,15 @@
 //!
 //! The foreground process re-executes itself with the arguments it was given, less `--detach`,
 //! in a session of its own, and reads one line from the pipe: `ready`, or `fail CODE` followed
-//! by the message (see [`crate::supervise::report`]).
+//! by the message (see [`crate::supervise::report`]). Meanwhile it shows cargo's progress from
+//! the instance's log (see [`super::progress`]).
 
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
@@ -19,13 +22,24 @@ use crate::instance::InstanceFiles;
 use crate::supervise::report::REPORT_FD_VAR;
 use crate::{os, output, signals};
 
+use super::progress::Progress;
+
+/// How often the log is looked at for progress while the build runs.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
 /// Starts the supervisor in the background and waits for its verdict. Prints the port (or,
-/// with `json`, a status entry) on stdout once the server is ready.
+/// with `json`, a status entry) on stdout once the server is ready; meanwhile, with `progress`,
+/// cargo's progress on stderr.
 ///
 /// # Errors
 /// When the background supervisor cannot be started, or reports a failure (its exit code is
 /// carried in an [`Exit`]).
-pub(super) fn start(context: &Context, files: &InstanceFiles, json: bool) -> Result<i32> {
+pub(super) fn start(
+    context: &Context,
+    files: &InstanceFiles,
+    json: bool,
+    progress: bool,
+) -> Result<i32> {
     let (reader, writer) = std::io::pipe().context("could not create the report pipe")?;
     let exe = std::env::current_exe().context("could not find the running portguard binary")?;
     let mut command = Command::new(&exe);
@@ -44,7 +58,8 @@ pub(super) fn start(context: &Context, files: &InstanceFiles, json: bool) -> Res
         .with_context(|| format!("could not start `{}` in the background", exe.display()))?;
     // Only the child may keep the pipe open, so that its death reads as end of file here.
     drop(writer);
-    let (verdict, mut lines) = match wait_for_report(reader)? {
+    let progress = Progress::new(files.log.clone(), progress);
+    let (verdict, mut lines) = match wait_for_report(reader, progress)? {
         Report::Lines(first, rest) => (first, rest),
         Report::Interrupted(signal) => {
             // Whoever pressed Ctrl-C while waiting does not want a server left behind.
@@ -119,30 +134,71 @@ enum Report {
     Interrupted(i32),
 }
 
-/// Reads the first line of the report on a thread of its own, so that Ctrl-C while waiting
-/// is noticed at once.
-fn wait_for_report(reader: std::io::PipeReader) -> Result<Report> {
+/// What the report thread and the signal handler tell the waiting foreground.
+enum Word {
+    /// The log has started: follow it.
+    Log,
+    Verdict(
+        Option<String>,
+        std::io::Lines<BufReader<std::io::PipeReader>>,
+    ),
+    Signal(i32),
+}
+
+/// Reads the report on a thread of its own, so that Ctrl-C while waiting is noticed at once,
+/// and shows the build's progress until the verdict comes.
+fn wait_for_report(reader: std::io::PipeReader, mut progress: Progress) -> Result<Report> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let signal_sender = sender.clone();
     let handle = signals::listen(&signals::STOP, move |signal| {
-        let _ = signal_sender.send(Err(signal));
+        let _ = signal_sender.send(Word::Signal(signal));
     })?;
     std::thread::Builder::new()
         .name("portguard-report".to_owned())
         .spawn(move || {
             let mut lines = BufReader::new(reader).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = sender.send(Ok((first, lines)));
+            loop {
+                let first = lines.next().and_then(Result::ok);
+                if first.as_deref() == Some("log") {
+                    if sender.send(Word::Log).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let _ = sender.send(Word::Verdict(first, lines));
+                return;
+            }
         })
         .context("could not start the report thread")?;
-    let report = receiver
-        .recv()
-        .context("the report thread ended without a word")?;
+    let report = loop {
+        let word = if progress.is_following() {
+            match receiver.recv_timeout(FOLLOW_EVERY) {
+                Ok(word) => word,
+                Err(RecvTimeoutError::Timeout) => {
+                    progress.poll();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the report thread ended without a word")
+                }
+            }
+        } else {
+            receiver
+                .recv()
+                .context("the report thread ended without a word")?
+        };
+        match word {
+            Word::Log => progress.follow(),
+            Word::Verdict(first, rest) => {
+                progress.poll();
+                break Report::Lines(first, rest);
+            }
+            Word::Signal(signal) => break Report::Interrupted(signal),
+        }
+    };
+    progress.finish();
     handle.close();
-    Ok(match report {
-        Ok((first, rest)) => Report::Lines(first, rest),
-        Err(signal) => Report::Interrupted(signal),
-    })
+    Ok(report)
 }
 
 /// The same command line without `--detach` and `--json`, which only the foreground uses.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -118,6 +119,52 @@ pub fn socket_holders(inode: u64, uid: u32) -> Vec<Holder> {
     }
 }
 
+/// A listening TCP socket found in a process's descriptor table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListeningSocket {
+    /// One process that holds it (a socket shared by several is listed once).
+    pub pid: u32,
+    /// The address it listens on, as the kernel has it (a wildcard host stays a wildcard).
+    pub addr: SocketAddr,
+    /// Its inode; 0 where the system does not say (without `/proc`).
+    pub inode: u64,
+}
+
+/// The listening TCP sockets that `pids` hold, sorted by address: where those processes really
+/// serve, whatever they were told.
+///
+/// Never fails loudly: a process that cannot be inspected is skipped. On systems without
+/// `/proc` it asks `lsof`, within the lookup budget; without `lsof` it finds nothing.
+#[must_use]
+pub fn listening_sockets_of(pids: &[u32]) -> Vec<ListeningSocket> {
+    if pids.is_empty() {
+        return Vec::new();
+    }
+    #[cfg(target_os = "linux")]
+    {
+        procfs::listening_sockets_of(pids)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        lsof::listening_sockets_of(pids)
+    }
+}
+
+/// How many connections wait, not yet accepted, on the listening socket `inode`; `None` when
+/// that cannot be told (no such listening socket, or no `/proc`).
+#[must_use]
+pub fn accept_queue(inode: u64) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        procfs::accept_queue(inode)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = inode;
+        None
+    }
+}
+
 /// How long one holder lookup may take before it gives up: the answer only decorates a message,
 /// it must not hold up starting the server.
 const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
@@ -147,10 +194,11 @@ fn printable_command(raw: &str) -> String {
 mod procfs {
     use std::collections::HashMap;
     use std::fs;
+    use std::net::{IpAddr, SocketAddr};
     use std::path::Path;
     use std::time::Instant;
 
-    use super::{Holder, LOOKUP_BUDGET, printable_command};
+    use super::{Holder, LOOKUP_BUDGET, ListeningSocket, printable_command};
 
     /// `TCP_LISTEN` as `/proc/net/tcp` prints it.
     const LISTEN_STATE: &str = "0A";
@@ -256,6 +304,97 @@ mod procfs {
             .collect()
     }
 
+    pub(super) fn listening_sockets_of(pids: &[u32]) -> Vec<ListeningSocket> {
+        let mut held: HashMap<u64, u32> = HashMap::new();
+        for &pid in pids {
+            for inode in socket_inodes(Path::new(&format!("/proc/{pid}"))) {
+                held.entry(inode).or_insert(pid);
+            }
+        }
+        // A building server holds no socket: the tables are not read for it.
+        if held.is_empty() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let Ok(text) = fs::read_to_string(table) else {
+                continue;
+            };
+            for row in listen_rows(&text) {
+                if let Some(&pid) = held.get(&row.inode) {
+                    found.push(ListeningSocket {
+                        pid,
+                        addr: row.addr,
+                        inode: row.inode,
+                    });
+                }
+            }
+        }
+        found.sort_by_key(|socket| (socket.addr, socket.pid));
+        found
+    }
+
+    pub(super) fn accept_queue(inode: u64) -> Option<u32> {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|table| fs::read_to_string(table).ok())
+            .find_map(|text| {
+                listen_rows(&text)
+                    .find(|row| row.inode == inode)
+                    .map(|row| row.queued)
+            })
+    }
+
+    /// One LISTEN row of a `/proc/net/tcp{,6}` table.
+    pub(super) struct ListenRow {
+        pub(super) addr: SocketAddr,
+        pub(super) inode: u64,
+        /// For a listening socket the kernel shows the accept queue's length as `rx_queue`.
+        pub(super) queued: u32,
+    }
+
+    pub(super) fn listen_rows(table: &str) -> impl Iterator<Item = ListenRow> + '_ {
+        table.lines().skip(1).filter_map(|line| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if *fields.get(3)? != LISTEN_STATE {
+                return None;
+            }
+            let inode = fields
+                .get(9)?
+                .parse::<u64>()
+                .ok()
+                .filter(|&inode| inode != 0)?;
+            let queued = fields
+                .get(4)?
+                .split_once(':')
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())?;
+            Some(ListenRow {
+                addr: local_address(fields.get(1)?)?,
+                inode,
+                queued,
+            })
+        })
+    }
+
+    /// `0100007F:1388` or the 32-digit IPv6 form: the address in the kernel's byte order, as
+    /// 32-bit words printed in hex, then the port.
+    pub(super) fn local_address(text: &str) -> Option<SocketAddr> {
+        let (host, port) = text.split_once(':')?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        let mut bytes = Vec::with_capacity(16);
+        for word in 0..host.len() / 8 {
+            let word = u32::from_str_radix(host.get(word * 8..word * 8 + 8)?, 16).ok()?;
+            bytes.extend_from_slice(&word.to_ne_bytes());
+        }
+        let ip = match bytes.len() {
+            4 if host.len() == 8 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+            16 if host.len() == 32 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+
     /// Adds the inode of every listening socket on one of `ports` in a `/proc/net/tcp{,6}` table.
     pub(super) fn listening_inodes(table: &str, ports: &[u16], into: &mut HashMap<u64, u16>) {
         for line in table.lines().skip(1) {
@@ -323,10 +462,11 @@ mod procfs {
 mod lsof {
     use std::collections::HashMap;
     use std::fmt::Write as _;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::process::Command;
     use std::time::Instant;
 
-    use super::{Holder, LOOKUP_BUDGET, output_within, printable_command};
+    use super::{Holder, LOOKUP_BUDGET, ListeningSocket, output_within, printable_command};
 
     pub(super) fn holders(ports: &[u16]) -> HashMap<u16, Holder> {
         let Ok(lsof) = which::which("lsof") else {
@@ -355,6 +495,63 @@ mod lsof {
             // lsof's `c` field is the process name cut to 15 characters; `ps` has the arguments.
             let command = full_command(pid, deadline).unwrap_or(short_name);
             found.insert(port, Holder { pid, command });
+        }
+        found
+    }
+
+    pub(super) fn listening_sockets_of(pids: &[u32]) -> Vec<ListeningSocket> {
+        let Ok(lsof) = which::which("lsof") else {
+            return Vec::new();
+        };
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let mut command = Command::new(lsof);
+        // `-a`: the process and the socket conditions together, not either.
+        command
+            .args([
+                "-nP",
+                "-a",
+                "-p",
+                &list.join(","),
+                "-iTCP",
+                "-sTCP:LISTEN",
+                "-Fpn",
+            ])
+            .env("LC_ALL", "C");
+        let Some(output) = output_within(command, Instant::now() + LOOKUP_BUDGET) else {
+            return Vec::new();
+        };
+        let mut found = listening_addrs(&output);
+        found.sort_by_key(|socket| (socket.addr, socket.pid));
+        found.dedup_by_key(|socket| socket.addr);
+        found
+    }
+
+    /// The listening sockets in `lsof -F pn` output; lsof's `*` (any address) reads as the
+    /// IPv4 wildcard, which is what it most often is.
+    pub(super) fn listening_addrs(output: &str) -> Vec<ListeningSocket> {
+        let mut found = Vec::new();
+        let mut pid = None;
+        for line in output.lines() {
+            if let Some(value) = line.strip_prefix('p') {
+                pid = value.parse::<u32>().ok();
+            } else if let (Some(value), Some(pid)) = (line.strip_prefix('n'), pid) {
+                let Some((host, port)) = value.rsplit_once(':') else {
+                    continue;
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let ip = if host == "*" {
+                    Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                } else {
+                    host.parse().ok()
+                };
+                if let (Some(ip), Ok(port)) = (ip, port.parse::<u16>()) {
+                    found.push(ListeningSocket {
+                        pid,
+                        addr: SocketAddr::new(ip, port),
+                        inode: 0,
+                    });
+                }
+            }
         }
         found
     }
@@ -592,6 +789,74 @@ mod tests {
         // Once closed, nothing holds it.
         drop(listener);
         assert!(socket_holders(inode, me).is_empty());
+    }
+
+    #[test]
+    fn the_listeners_of_a_process_are_found_with_their_addresses() {
+        use std::os::fd::AsFd as _;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A connected socket is not a listener, and must not be taken for one.
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let found = listening_sockets_of(&[std::process::id()]);
+        let ours = found
+            .iter()
+            .find(|socket| socket.addr == addr)
+            .unwrap_or_else(|| panic!("our listener in {found:?}"));
+        assert_eq!(ours.pid, std::process::id());
+        assert!(found.iter().all(|socket| socket.pid == std::process::id()));
+        if cfg!(target_os = "linux") {
+            let inode = socket_inode(listener.as_fd()).expect("inode");
+            assert_eq!(ours.inode, inode);
+            // The client's connection waits in the accept queue until accepted.
+            assert_eq!(accept_queue(inode), Some(1));
+            let _accepted = listener.accept().expect("accept");
+            assert_eq!(accept_queue(inode), Some(0));
+        }
+        assert!(listening_sockets_of(&[]).is_empty());
+        drop(listener);
+        let found = listening_sockets_of(&[std::process::id()]);
+        assert!(found.iter().all(|socket| socket.addr != addr), "{found:?}");
+    }
+
+    #[test]
+    fn lsof_addresses_are_parsed() {
+        let found =
+            lsof::listening_addrs("p42\nf3\nn*:3000\nf4\nn[::1]:4000\np7\nn10.0.0.1:80\nnjunk\n");
+        let addrs: Vec<(u32, String)> = found
+            .iter()
+            .map(|socket| (socket.pid, socket.addr.to_string()))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                (42, "0.0.0.0:3000".to_owned()),
+                (42, "[::1]:4000".to_owned()),
+                (7, "10.0.0.1:80".to_owned()),
+            ]
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_addresses_are_read() {
+        let v4 = procfs::local_address("0100007F:0BB8").expect("v4");
+        assert_eq!(v4.to_string(), "127.0.0.1:3000");
+        let any = procfs::local_address("00000000:1388").expect("any");
+        assert_eq!(any.to_string(), "0.0.0.0:5000");
+        let v6 = procfs::local_address("00000000000000000000000001000000:1F40").expect("v6");
+        assert_eq!(v6.to_string(), "[::1]:8000");
+        assert!(procfs::local_address("0100007F").is_none());
+        assert!(procfs::local_address("01007F:0050").is_none());
+        let table = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1388 00000000:0000 0A 00000080:00000002 00:00000000 00000000  1000        0 111 1 0
+   1: 0100007F:1389 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0
+";
+        let rows: Vec<(String, u64, u32)> = procfs::listen_rows(table)
+            .map(|row| (row.addr.to_string(), row.inode, row.queued))
+            .collect();
+        assert_eq!(rows, [("127.0.0.1:5000".to_owned(), 111, 2)]);
     }
 
     #[cfg(target_os = "linux")]

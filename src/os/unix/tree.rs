@@ -87,8 +87,15 @@ impl ProcessTree {
     /// about a millisecond on a quiet machine, and it sits on the path of every stop.
     #[must_use]
     pub fn read() -> Self {
+        Self::read_below(std::process::id())
+    }
+
+    /// Reads `root` and everything below it, the same way as [`ProcessTree::read`]: for a
+    /// process other than this one (a supervisor that `status` looks at).
+    #[must_use]
+    pub fn read_below(root: u32) -> Self {
         let mut tree = ProcessTree::default();
-        let entries = below(std::process::id()).unwrap_or_else(entries);
+        let entries = below(root).unwrap_or_else(entries);
         for Entry { pid, parent, group } in entries {
             tree.children.entry(parent).or_default().push(pid);
             tree.groups.insert(pid, group);
