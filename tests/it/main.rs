@@ -26,4 +26,5 @@ mod status;
 mod stop;
 mod supervise;
 mod support;
+mod wire;
 mod workspace;
