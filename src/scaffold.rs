@@ -8,6 +8,7 @@ mod dotfiles;
 pub(crate) mod files;
 mod manifest;
 mod templates;
+mod wire;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,8 @@ const ALIASES: [(&str, &str); 4] = [
     ("status", "portguard status"),
 ];
 
+// Each flag is independent of the others: bools are what clap gives flags.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct InitArgs {
     /// Framework the startup glue is written for [default: detected from the dependencies]
@@ -42,6 +45,9 @@ pub(crate) struct InitArgs {
     /// Also add a build script that bakes the configured host and port into the binary
     #[arg(long)]
     pub(crate) build_rs: bool,
+    /// Also edit `main` to take the glue's listener, where it binds its port in one place
+    #[arg(long)]
+    pub(crate) wire: bool,
     /// Print every change as a unified diff and write nothing
     #[arg(long)]
     pub(crate) dry_run: bool,
@@ -87,10 +93,30 @@ pub(crate) fn init(project: &Project, args: &InitArgs) -> Result<i32> {
     if args.build_rs {
         changes.extend(build_changes(project, args.force, &mut notes)?);
     }
+    let wiring = main_wiring(project, framework, args)?;
+    if args.wire
+        && let Some(Wiring {
+            path,
+            before,
+            plan: wire::Plan::Edit { after, bind },
+            ..
+        }) = &wiring
+    {
+        changes.push(Change {
+            path: path.clone(),
+            before: Some(before.clone()),
+            after: after.clone(),
+            summary: format!("`{}` replaced by the glue's listener", bind.call),
+        });
+    }
     changes.retain(Change::changes_anything);
+    let edit_left = !args.wire
+        && wiring
+            .as_ref()
+            .is_some_and(|wiring| matches!(wiring.plan, wire::Plan::Edit { .. }));
 
     let name = project.package.name.as_str();
-    if changes.is_empty() {
+    if changes.is_empty() && (!edit_left || args.dry_run) {
         output::status(
             "Finished",
             format!("nothing to do: portguard is already set up in `{name}`"),
@@ -113,6 +139,7 @@ pub(crate) fn init(project: &Project, args: &InitArgs) -> Result<i32> {
         return Ok(exit_codes::OK);
     }
     files::apply(&changes)?;
+    // What was written, then what is left to do, then what to run.
     for change in &changes {
         let verb = if change.before.is_some() {
             "Updating"
@@ -126,19 +153,158 @@ pub(crate) fn init(project: &Project, args: &InitArgs) -> Result<i32> {
             .display();
         output::status(verb, format!("{shown}: {}", change.summary));
     }
+    print_notes(&notes);
+    let wired = print_left_to_do(project, &config, framework, args, wiring.as_ref())?;
+    let run = if wired {
+        "run `cargo dev-safe`"
+    } else {
+        "once `main` uses it, run `cargo dev-safe`"
+    };
     output::status(
         "Finished",
         format!(
-            "portguard is set up in `{name}` ({} glue); run `cargo dev-safe`",
+            "portguard is set up in `{name}` ({} glue); {run}",
             framework_name(framework)
         ),
     );
-    print_notes(&notes);
-    output::note(format!(
-        "add to src/main.rs:\n{}",
-        indent(templates::main_rs_lines(framework))
-    ));
     Ok(exit_codes::OK)
+}
+
+/// The package's `main` (its binary's source) and what `--wire` does with it.
+#[derive(Debug)]
+struct Wiring {
+    path: PathBuf,
+    before: String,
+    plan: wire::Plan,
+}
+
+/// The binary `cargo serve-safe` runs: the only one, else the one named after the package.
+fn main_wiring(project: &Project, framework: Framework, args: &InitArgs) -> Result<Option<Wiring>> {
+    let bins: Vec<&cargo_metadata::Target> = project
+        .package
+        .targets
+        .iter()
+        .filter(|target| target.is_kind(TargetKind::Bin))
+        .collect();
+    let target = match bins.as_slice() {
+        [only] => Some(*only),
+        _ => bins
+            .iter()
+            .find(|target| target.name == project.package.name.as_str())
+            .copied(),
+    };
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let path = target.src_path.clone().into_std_path_buf();
+    let Some(before) = files::read_optional(&path)? else {
+        return Ok(None);
+    };
+    let module = glue_module(&path, &project.package_root().join(&args.glue_path));
+    let plan = wire::plan(&before, framework, &module);
+    Ok(Some(Wiring { path, before, plan }))
+}
+
+/// How main.rs names the glue: by its file name when it lies beside main.rs, else through
+/// `#[path]`.
+fn glue_module(main: &Path, glue: &Path) -> wire::Module {
+    let dir = main.parent().unwrap_or(Path::new(""));
+    let stem = glue
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("");
+    let is_ident = stem
+        .chars()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if glue.parent() == Some(dir)
+        && glue.extension().is_some_and(|ext| ext == "rs")
+        && is_ident
+        && stem != "main"
+    {
+        return wire::Module {
+            name: stem.to_owned(),
+            path_attr: None,
+        };
+    }
+    let path = glue.strip_prefix(dir).map_or_else(
+        |_| std::path::absolute(glue).unwrap_or_else(|_| glue.to_owned()),
+        Path::to_owned,
+    );
+    wire::Module {
+        name: "portguard".to_owned(),
+        path_attr: Some(path.display().to_string()),
+    }
+}
+
+/// What is left for the user in `main`: the diff `--wire` would apply, or the lines to paste,
+/// and the host the server now listens on when `main` bound every interface. Whether `main`
+/// takes the glue's listener now.
+fn print_left_to_do(
+    project: &Project,
+    config: &Config,
+    framework: Framework,
+    args: &InitArgs,
+    wiring: Option<&Wiring>,
+) -> Result<bool> {
+    let Some(wiring) = wiring else {
+        let module = glue_module(
+            &project.package_root().join("src/main.rs"),
+            &project.package_root().join(&args.glue_path),
+        );
+        output::note(format!(
+            "add to the server's `main`:\n{}",
+            indent(&wire::snippet(framework, &module, None))
+        ));
+        return Ok(false);
+    };
+    let shown = wiring
+        .path
+        .strip_prefix(&project.workspace_root)
+        .unwrap_or(&wiring.path)
+        .display();
+    let (wired, wildcard) = match &wiring.plan {
+        wire::Plan::Wired => (true, None),
+        wire::Plan::Edit { bind, .. } if args.wire => (true, bind.wildcard.clone()),
+        wire::Plan::Edit { after, bind } => {
+            output::note(format!(
+                "one step is left: `{shown}` binds its own port; `cargo portguard init --wire` makes this change:"
+            ));
+            let change = Change {
+                path: wiring.path.clone(),
+                before: Some(wiring.before.clone()),
+                after: after.clone(),
+                summary: String::new(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            write!(stdout, "{}", change.diff(&project.workspace_root))
+                .and_then(|()| stdout.flush())
+                .context("could not write to stdout")?;
+            (false, bind.wildcard.clone())
+        }
+        wire::Plan::Snippet {
+            why,
+            lines,
+            wildcard,
+        } => {
+            output::note(format!(
+                "`{shown}` was left alone: {why}; to take the glue's listener, add to it:\n{}",
+                indent(lines)
+            ));
+            (false, wildcard.clone())
+        }
+    };
+    let host = config.host.value;
+    if let Some(address) = wildcard
+        && !host.is_unspecified()
+    {
+        let when = if wired { "now" } else { "then" };
+        output::note(format!(
+            "`{shown}` bound {address}, every interface; the server {when} listens on portguard's `host`, {host} (set `host = \"0.0.0.0\"` in [package.metadata.portguard] to listen on every interface)"
+        ));
+    }
+    Ok(wired)
 }
 
 /// Refuses to write through a symbolic link that leads out of the project (a `.gitignore`

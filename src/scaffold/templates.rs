@@ -42,40 +42,6 @@ pub(crate) fn glue(framework: Framework, host: &str, port: u16) -> String {
         .replace("@DEFAULT_PORT@", &port.to_string())
 }
 
-/// The lines a user adds to `main.rs` to use the glue.
-#[must_use]
-pub(crate) fn main_rs_lines(framework: Framework) -> &'static str {
-    match framework {
-        Framework::Std => {
-            "mod portguard;\n\
-             // in main(), instead of TcpListener::bind(...):\n\
-             let listener = portguard::listener()?;\n\
-             portguard::notify_ready();"
-        }
-        Framework::Tokio => {
-            "mod portguard;\n\
-             // in main(), instead of tokio::net::TcpListener::bind(...):\n\
-             let listener = portguard::listener().await?;\n\
-             portguard::notify_ready();\n\
-             // and stop accepting when portguard::shutdown_signal().await completes"
-        }
-        Framework::Axum => {
-            "mod portguard;\n\
-             // in main():\n\
-             let listener = portguard::listener().await?;\n\
-             portguard::notify_ready();\n\
-             axum::serve(listener, app).with_graceful_shutdown(portguard::shutdown_signal()).await?;"
-        }
-        Framework::ActixWeb => {
-            "mod portguard;\n\
-             // in main(), instead of .bind(...):\n\
-             let server = HttpServer::new(|| App::new() /* ... */).listen(portguard::listener()?)?.run();\n\
-             portguard::notify_ready();\n\
-             server.await"
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

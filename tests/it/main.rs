@@ -30,4 +30,5 @@ mod status;
 mod stop;
 mod supervise;
 mod support;
+mod wire;
 mod workspace;
