@@ -277,10 +277,7 @@ fn print_left_to_do(
                 after: after.clone(),
                 summary: String::new(),
             };
-            let mut stdout = std::io::stdout().lock();
-            write!(stdout, "{}", change.diff(&project.workspace_root))
-                .and_then(|()| stdout.flush())
-                .context("could not write to stdout")?;
+            output::answer(&change.diff(&project.workspace_root))?;
             (false, bind.wildcard.clone())
         }
         wire::Plan::Snippet {
