@@ -143,7 +143,13 @@ pub(super) fn watch(
         .name("portguard-diagnose".to_owned())
         .spawn(move || {
             let mut seen: Option<(Instant, Vec<SocketAddr>)> = None;
-            while !cancel.load(Ordering::Relaxed) {
+            loop {
+                // First a wait: a server that is ready at once (most are) costs nothing here,
+                // and a wrong listener is reported only after `GRACE` anyway.
+                std::thread::sleep(LOOK_EVERY);
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
                 match look(root, &given) {
                     Some(misplaced) => match &seen {
                         Some((since, addrs))
@@ -157,7 +163,6 @@ pub(super) fn watch(
                     },
                     None => seen = None,
                 }
-                std::thread::sleep(LOOK_EVERY);
             }
         })
         .context("could not start the listener watch thread")?;
