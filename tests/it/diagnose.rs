@@ -182,7 +182,13 @@ fn detach_fails_early(handoff: &str) {
     );
     assert_eq!(run.stdout, "", "{}", run.describe());
     let expected = format!(", not on {port} ({handoff} handoff)");
-    let first = run.stderr.lines().next().unwrap_or_default();
+    // cargo's progress may come first (`Blocking waiting for file lock` while other tests
+    // build): the diagnosis is the error line.
+    let first = run
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_default();
     assert!(
         first.starts_with("error: the server (pid "),
         "{}",
