@@ -28,6 +28,7 @@ use crate::project::{self, Project};
 /// Bad input of any kind, and a cargo that cannot read the project.
 fn load_config(context: &Context, common: &CommonArgs, flags: Flags<'_>) -> Result<Loaded> {
     crate::config::load(
+        context.cwd(),
         &context.vars(),
         common.manifest_path.as_deref(),
         common.package.as_deref(),
@@ -43,6 +44,7 @@ fn load_config(context: &Context, common: &CommonArgs, flags: Flags<'_>) -> Resu
 /// A cargo that cannot be found or cannot read the project.
 fn fresh_project(context: &Context, common: &CommonArgs) -> Result<(PathBuf, Project)> {
     project::from_options(
+        context.cwd(),
         common.manifest_path.as_deref(),
         common.package.as_deref(),
         &context.vars(),

@@ -333,13 +333,14 @@ pub(crate) struct Flags<'a> {
 /// # Errors
 /// Bad input of any kind, and a cargo that cannot read the project.
 pub(crate) fn load(
+    cwd: &Path,
     vars: &dyn Fn(&str) -> Option<OsString>,
     manifest_path: Option<&Path>,
     package: Option<&str>,
     flags: Flags<'_>,
     cache: Option<&crate::runtime::RuntimeDir>,
 ) -> anyhow::Result<Loaded> {
-    let (cargo, project) = crate::project::from_options(manifest_path, package, vars, cache)?;
+    let (cargo, project) = crate::project::from_options(cwd, manifest_path, package, vars, cache)?;
     let dotenv = project.package_root().join(".env");
     let (config, warnings) = resolve(&Inputs {
         workspace_metadata: Some((&project.workspace_metadata, &project.workspace_manifest)),

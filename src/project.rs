@@ -22,20 +22,21 @@ pub(crate) fn find_cargo(vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> R
         .context("could not find cargo: `CARGO` is not set and `cargo` is not on PATH")
 }
 
-/// Cargo and the project named by the common options (`--manifest-path`, `-p`); with
-/// `cache`, cargo's answer is kept in that runtime folder and reused while the manifests are
-/// unchanged.
+/// Cargo and the project named by the common options (`--manifest-path`, `-p`), seen from the
+/// folder `cwd` the command runs in; with `cache`, cargo's answer is kept in that runtime folder
+/// and reused while the manifests are unchanged.
 ///
 /// # Errors
 /// As [`find_cargo`] and [`Project::locate`].
 pub(crate) fn from_options(
+    cwd: &Path,
     manifest_path: Option<&Path>,
     package: Option<&str>,
     vars: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     cache: Option<&RuntimeDir>,
 ) -> Result<(PathBuf, Project)> {
     let cargo = find_cargo(vars)?;
-    let project = Project::locate(&cargo, manifest_path, package, cache)?;
+    let project = Project::locate(&cargo, cwd, manifest_path, package, cache)?;
     Ok((cargo, project))
 }
 
@@ -84,18 +85,14 @@ impl Project {
     /// When cargo cannot read the workspace, or the package cannot be told.
     pub(crate) fn locate(
         cargo: &Path,
+        cwd: &Path,
         manifest_path: Option<&Path>,
         package: Option<&str>,
         cache: Option<&RuntimeDir>,
     ) -> Result<Self> {
         let wanted = match manifest_path {
-            Some(path) => Some(
-                std::path::absolute(path)
-                    .with_context(|| format!("invalid path `{}`", path.display()))?,
-            ),
-            None => std::env::current_dir()
-                .ok()
-                .and_then(|dir| nearest_manifest(&dir)),
+            Some(path) => Some(cwd.join(path)),
+            None => nearest_manifest(cwd),
         };
         let question = cache.zip(wanted.clone()).map(|(dir, manifest)| {
             let question = metadata_cache::Question {
@@ -110,7 +107,7 @@ impl Project {
         let metadata = if let Some(metadata) = stored {
             metadata
         } else {
-            let metadata = ask_cargo(cargo, manifest_path)?;
+            let metadata = ask_cargo(cargo, cwd, wanted.as_deref())?;
             if let Some((dir, question)) = question {
                 metadata_cache::store(dir, question, &metadata);
             }
@@ -192,9 +189,9 @@ impl Project {
     }
 }
 
-fn ask_cargo(cargo: &Path, manifest_path: Option<&Path>) -> Result<Metadata, BadInput> {
+fn ask_cargo(cargo: &Path, cwd: &Path, manifest_path: Option<&Path>) -> Result<Metadata, BadInput> {
     let mut command = MetadataCommand::new();
-    command.cargo_path(cargo).no_deps();
+    command.cargo_path(cargo).current_dir(cwd).no_deps();
     if let Some(path) = manifest_path {
         command.manifest_path(path);
     }

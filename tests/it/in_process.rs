@@ -128,6 +128,21 @@ fn config_answers_the_same_in_process() {
     );
 }
 
+/// Without `--manifest-path` the project is found from the folder the call is given, not from
+/// the test process's own (this repository, whose Cargo.toml is portguard's).
+#[test]
+fn config_finds_the_project_from_the_given_folder_in_process() {
+    let project = plain();
+    let (_held, port) = hold_port();
+    project.set_metadata(&format!("preferred-port = {port}\nfallback-ports = []"));
+    let text = same_both_ways(&project, &["config"], &[], 0);
+    assert!(
+        text.stdout.contains(&port.to_string()),
+        "{}",
+        text.describe()
+    );
+}
+
 #[test]
 fn config_bad_input_exits_2_the_same_in_process() {
     let project = plain();
