@@ -319,6 +319,21 @@ mod tests {
         unsafe { OwnedFd::from_raw_fd(copy) }
     }
 
+    /// The open descriptors of `sleep` once it sleeps: while it starts it may hold a file of its
+    /// own for a moment (its locale), which is none of portguard's doing.
+    fn settled_descriptors(pid: u32) -> BTreeMap<u32, String> {
+        let mut last = descriptors(pid);
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let now = descriptors(pid);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// The open descriptors of a process and what each is.
     fn descriptors(pid: u32) -> BTreeMap<u32, String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -353,7 +368,7 @@ mod tests {
         let file = tempfile::tempfile().expect("a temp file");
         let leak = inheritable_copy(file.as_raw_fd());
         let child = sleep_with(|command| prepare_child(command, None));
-        let open = descriptors(child.id());
+        let open = settled_descriptors(child.id());
         stop(child);
         assert_eq!(
             open.keys().copied().collect::<Vec<_>>(),
@@ -370,7 +385,7 @@ mod tests {
         let file = tempfile::tempfile().expect("a temp file");
         let leak = inheritable_copy(file.as_raw_fd());
         let child = sleep_with(|command| prepare_child(command, Some(listener.as_raw_fd())));
-        let open = descriptors(child.id());
+        let open = settled_descriptors(child.id());
         stop(child);
         assert_eq!(
             open.keys().copied().collect::<Vec<_>>(),
@@ -391,7 +406,7 @@ mod tests {
                 command.pre_exec(|| close_on_exec_each_from(LISTEN_FD));
             }
         });
-        let open = descriptors(child.id());
+        let open = settled_descriptors(child.id());
         stop(child);
         assert_eq!(
             open.keys().copied().collect::<Vec<_>>(),
