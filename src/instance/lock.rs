@@ -67,11 +67,7 @@ pub(crate) fn acquire(files: &InstanceFiles) -> Result<Acquired> {
                 let record = files.read_record().ok();
                 // A supervisor that was just killed holds the lock until the last of its
                 // threads is gone: only a live one is an answer at once.
-                let live = record.as_ref().is_some_and(|record| {
-                    os::is_running(record.supervisor_pid)
-                        && record.supervisor_start_time.is_some()
-                        && os::start_time(record.supervisor_pid) == record.supervisor_start_time
-                });
+                let live = record.as_ref().is_some_and(Record::supervisor_lives);
                 if live || attempt == ATTEMPTS {
                     return Ok(Acquired::Running(record));
                 }

@@ -66,6 +66,17 @@ impl Record {
         humantime::format_rfc3339_seconds(self.started_at).to_string()
     }
 
+    /// Whether the supervisor the record names still runs as the same process (where its start
+    /// time was recorded): a zombie, an exited one or a reused pid does not.
+    pub(crate) fn supervisor_lives(&self) -> bool {
+        let pid = self.supervisor_pid;
+        os::is_running(pid)
+            && self
+                .supervisor_start_time
+                .as_ref()
+                .is_none_or(|recorded| os::start_time(pid).as_ref() == Some(recorded))
+    }
+
     pub(crate) fn uptime(&self) -> Duration {
         SystemTime::now()
             .duration_since(self.started_at)

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{InstanceFiles, LockState, Record};
 use crate::config::Handoff;
+use crate::health;
 use crate::supervise::diagnose;
-use crate::{health, os};
 
 /// One instance as `status --json` shows it.
 #[derive(Debug, Serialize)]
@@ -79,9 +79,16 @@ impl InstanceFiles {
     /// # Errors
     /// When the lock cannot be tested.
     pub(crate) fn summary(&self, probe: bool) -> Result<Summary> {
+        self.summary_of(self.read_record().ok(), probe)
+    }
+
+    /// [`Self::summary`] with the record already read (by a lookup that needed it first).
+    ///
+    /// # Errors
+    /// When the lock cannot be tested.
+    pub(crate) fn summary_of(&self, record: Option<Record>, probe: bool) -> Result<Summary> {
         let instance = self.name.to_string();
         let state = self.lock_state()?;
-        let record = self.read_record().ok();
         let dead_supervisor = record.as_ref().map(|record| record.supervisor_pid);
         let (state, running) = match state {
             // A supervisor that is still starting has no record yet, or still has the one a
@@ -89,7 +96,7 @@ impl InstanceFiles {
             LockState::Held => (
                 State::Running,
                 record
-                    .filter(supervisor_lives)
+                    .filter(Record::supervisor_lives)
                     .map(|record| running(&record, probe)),
             ),
             LockState::Free if super::Stale::read(self).is_some() => (State::Stale, None),
@@ -102,17 +109,6 @@ impl InstanceFiles {
             dead_supervisor: (state == State::Stale).then_some(dead_supervisor).flatten(),
         })
     }
-}
-
-/// Whether the supervisor a record names still runs (the same process, where its start time was
-/// recorded): only then is the record the running instance's.
-fn supervisor_lives(record: &Record) -> bool {
-    let pid = record.supervisor_pid;
-    os::is_running(pid)
-        && record
-            .supervisor_start_time
-            .as_ref()
-            .is_none_or(|recorded| os::start_time(pid).as_ref() == Some(recorded))
 }
 
 /// Where a server that never answered listens instead, read from `/proc` now: the processes
