@@ -38,7 +38,7 @@ pub(crate) fn status(context: &Context, common: &CommonArgs, args: &StatusArgs) 
         }
         None => {
             for selected in scope.instances() {
-                let summary = selected.files.summary(true)?;
+                let summary = selected.files.summary_of(selected.record, true)?;
                 // An old lock file alone is not state: list what runs and what a crash left.
                 if summary.state != State::Stopped {
                     summaries.push(summary);
