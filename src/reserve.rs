@@ -182,10 +182,6 @@ fn path(dir: &Path, port: u16) -> PathBuf {
     dir.join(format!("port-{port}.lock"))
 }
 
-fn euid() -> u32 {
-    os::effective_uid()
-}
-
 /// Removes what stands at `path` if it is not a file of this user's; the caller opens afresh.
 fn remove_foreign(path: &Path) -> std::io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
@@ -193,7 +189,7 @@ fn remove_foreign(path: &Path) -> std::io::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error),
     };
-    let own = meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0;
+    let own = meta.is_file() && meta.uid() == os::effective_uid() && meta.mode() & 0o022 == 0;
     if !own {
         std::fs::remove_file(path).map_err(|error| {
             std::io::Error::new(
@@ -212,7 +208,7 @@ fn remove_foreign(path: &Path) -> std::io::Result<()> {
 /// [`crate::output::inert`]), and only from a file of this user's.
 fn read_owner(file: &mut File) -> String {
     match file.metadata() {
-        Ok(meta) if meta.uid() != euid() => {
+        Ok(meta) if meta.uid() != os::effective_uid() => {
             return format!(
                 "a reservation file of another user (uid {}), label not shown",
                 meta.uid()

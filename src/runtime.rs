@@ -171,7 +171,7 @@ impl RuntimeDir {
 fn shared_path(xdg_runtime_dir: Option<PathBuf>) -> PathBuf {
     match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
         Some(dir) => dir.join("portguard"),
-        None => std::env::temp_dir().join(format!("portguard-{}", euid())),
+        None => std::env::temp_dir().join(format!("portguard-{}", os::effective_uid())),
     }
 }
 
@@ -203,7 +203,7 @@ fn check_owned_folder(path: &Path) -> Result<(), Unfit> {
     if !meta.is_dir() {
         return Err(Unfit::new(path, Why::NotFolder { uid: meta.uid() }));
     }
-    if meta.uid() != euid() {
+    if meta.uid() != os::effective_uid() {
         return Err(Unfit::new(path, Why::Foreign { uid: meta.uid() }));
     }
     Ok(())
@@ -238,7 +238,7 @@ fn inspect(path: &Path) -> Result<(), Unfit> {
         Why::Link { uid }
     } else if !meta.is_dir() {
         Why::NotFolder { uid }
-    } else if uid != euid() {
+    } else if uid != os::effective_uid() {
         Why::Foreign { uid }
     } else if meta.mode() & 0o077 != 0 || meta.mode() & 0o700 != 0o700 {
         Why::Open { mode: meta.mode() }
@@ -252,7 +252,7 @@ fn inspect(path: &Path) -> Result<(), Unfit> {
 /// meanwhile is refused rather than followed.
 fn close(path: &Path) -> Result<(), Unfit> {
     let uid = os::restrict_dir_to_owner(path).map_err(|error| Unfit::new(path, Why::Io(error)))?;
-    if uid != euid() {
+    if uid != os::effective_uid() {
         return Err(Unfit::new(path, Why::Foreign { uid }));
     }
     inspect(path)
@@ -271,7 +271,7 @@ fn check_parent(path: &Path) -> Result<(), Unfit> {
     let meta = fs::metadata(parent).map_err(|error| Unfit::new(parent, Why::Io(error)))?;
     let (uid, mode) = (meta.uid(), meta.mode());
     let sticky = mode & 0o1000 != 0;
-    if (uid != euid() && uid != 0) || (mode & 0o022 != 0 && !sticky) {
+    if (uid != os::effective_uid() && uid != 0) || (mode & 0o022 != 0 && !sticky) {
         return Err(Unfit::new(
             path,
             Why::OpenParent {
@@ -282,10 +282,6 @@ fn check_parent(path: &Path) -> Result<(), Unfit> {
         ));
     }
     Ok(())
-}
-
-fn euid() -> u32 {
-    os::effective_uid()
 }
 
 #[cfg(test)]

@@ -11,10 +11,6 @@ use crate::os::{self, StartTime};
 /// Why a process is not provably ours.
 pub(crate) type Refusal = String;
 
-fn my_uid() -> u32 {
-    os::effective_uid()
-}
-
 /// Never pid 0 or 1, never portguard itself, whatever a record says; and only a live process
 /// (not a zombie) of this user's that started when the record says.
 fn same_process(pid: u32, start: Option<&StartTime>, what: &str) -> Result<(), Refusal> {
@@ -25,7 +21,7 @@ fn same_process(pid: u32, start: Option<&StartTime>, what: &str) -> Result<(), R
         return Err(format!("the {what} (pid {pid}) is gone"));
     }
     match os::process_uid(pid) {
-        Some(uid) if uid == my_uid() => {}
+        Some(uid) if uid == os::effective_uid() => {}
         Some(uid) => {
             return Err(format!(
                 "pid {pid} belongs to another user (uid {uid}), not to the {what} portguard started"

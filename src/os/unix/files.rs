@@ -246,7 +246,7 @@ pub fn restrict_dir_to_owner(path: &Path) -> io::Result<u32> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let folder = rustix::fs::open(path, flags, Mode::empty())?;
     let stat = rustix::fs::fstat(&folder)?;
-    if stat.st_uid == rustix::process::geteuid().as_raw() {
+    if stat.st_uid == super::owner::effective_uid() {
         rustix::fs::fchmod(&folder, Mode::RWXU)?;
     }
     Ok(stat.st_uid)
