@@ -17,7 +17,7 @@
 mod dotenv;
 mod layer;
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 #[cfg(test)]
 mod tests;
 mod value;

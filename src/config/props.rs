@@ -41,8 +41,9 @@ fn vars() -> Vec<&'static str> {
 const DATETIME: &str = "$__toml_private_datetime";
 
 /// Enough cases to cover the generators' corners, few enough for a test run of a few seconds;
-/// `PROPTEST_CASES` asks for more (an explicit count would otherwise override it).
-fn cases() -> ProptestConfig {
+/// `PROPTEST_CASES` asks for more (an explicit count would otherwise override it). The property
+/// tests of other modules take it from here.
+pub(crate) fn cases() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -10,20 +10,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::sample::select;
 
+use crate::config::props::cases;
+
 use super::escape::{
     comment_text, copy_file_name, exec_form, exec_path, image_reference, shell_word, unit_text,
     yaml_name, yaml_quoted,
 };
-
-/// Enough cases to reach the corners of the generators, few enough for a fast suite;
-/// `PROPTEST_CASES` asks for more.
-fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
-}
 
 /// Characters some format reads specially, often, and any character now and then.
 fn text() -> impl Strategy<Value = String> {
