@@ -5,14 +5,16 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::runtime::RuntimeDir;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
-    vars: HashMap<String, OsString>,
+    /// Every variable, names that are not UTF-8 included: portguard reads none of those, but the
+    /// detached supervisor it re-executes must see the same environment.
+    vars: HashMap<OsString, OsString>,
     args: Vec<OsString>,
     cwd: PathBuf,
     /// Found (and created) on first use: commands that never need it never touch it.
@@ -35,11 +37,7 @@ impl Context {
         args: Vec<OsString>,
         cwd: PathBuf,
     ) -> Self {
-        // A name that is not UTF-8 is none portguard reads.
-        let vars = vars
-            .into_iter()
-            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
-            .collect();
+        let vars = vars.into_iter().collect();
         Context {
             vars,
             args,
@@ -49,13 +47,13 @@ impl Context {
     }
 
     pub(crate) fn var(&self, name: &str) -> Option<OsString> {
-        self.vars.get(name).cloned()
+        self.vars.get(OsStr::new(name)).cloned()
     }
 
     /// A variable that names a path; empty means unset, as for most Unix tools.
     pub(crate) fn path_var(&self, name: &str) -> Option<PathBuf> {
         self.vars
-            .get(name)
+            .get(OsStr::new(name))
             .filter(|value| !value.is_empty())
             .map(PathBuf::from)
     }
@@ -67,8 +65,8 @@ impl Context {
 
     /// Every variable, for a process that must see the same environment (the detached
     /// supervisor).
-    pub(crate) fn vars_os(&self) -> impl Iterator<Item = (&str, &OsString)> {
-        self.vars.iter().map(|(name, value)| (name.as_str(), value))
+    pub(crate) fn vars_os(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
+        self.vars.iter()
     }
 
     /// The arguments the command was parsed from.
