@@ -11,11 +11,15 @@ use clap::Parser as _;
 use crate::cli::{self, CommonArgs, PortguardCli, PortguardCommand, ServeSafeCli};
 use crate::commands::{config, generate, init, logs, ports, serve, status, stop};
 use crate::context::Context;
+use crate::supervise::build;
 use crate::{exit_codes, output};
 
 /// `cargo serve-safe`, given the process arguments (the program name first).
 #[must_use]
 pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
+    if let Some(code) = runner(&args) {
+        return code;
+    }
     let args = cli::with_subcommand_word(args, "serve-safe");
     match ServeSafeCli::try_parse_from(&args) {
         Ok(ServeSafeCli::ServeSafe(serve_safe)) => {
@@ -30,7 +34,17 @@ pub fn serve_safe_main(args: Vec<OsString>) -> i32 {
 /// `cargo portguard`, given the process arguments (the program name first).
 #[must_use]
 pub fn portguard_main(args: Vec<OsString>) -> i32 {
+    if let Some(code) = runner(&args) {
+        return code;
+    }
     portguard(args, Context::from_process)
+}
+
+/// A build for a reload runs portguard as cargo's runner, in place of the server (see
+/// `supervise::build`): the answer, when these arguments are that.
+fn runner(args: &[OsString]) -> Option<i32> {
+    (args.get(1).is_some_and(|word| word == build::LAUNCH_WORD))
+        .then(|| build::hand_over(&args[1..]))
 }
 
 /// `cargo portguard` run inside this process, for tests: `args` as for [`portguard_main`],

@@ -72,6 +72,45 @@ pub(crate) fn wait_ready(check: &ReadyCheck, cancel: &Arc<AtomicBool>) -> bool {
     }
 }
 
+/// How long a new server that must be taken at its word (no `/proc` to see it accept) runs
+/// before it counts as ready, unless it says `READY=1` sooner.
+const SETTLE_UNSEEN: Duration = Duration::from_secs(1);
+
+/// Waits until the server `pid` accepts on the handed socket `inode` (and, with a health path,
+/// that answers 2xx), or `cancel` is set; true when ready. For a swap, where the old server
+/// answers on the same socket: a connection proves nothing about the new one.
+#[must_use]
+pub(crate) fn wait_accepting(
+    pid: u32,
+    inode: Option<u64>,
+    check: &ReadyCheck,
+    cancel: &Arc<AtomicBool>,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        let accepts = inode.and_then(|inode| crate::os::accepts_on(pid, inode));
+        if accepts == Some(true) || (accepts.is_none() && started.elapsed() >= SETTLE_UNSEEN) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(path) = &check.health_path else {
+        return true;
+    };
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        if http_status(check.addr, path, Some(check.check_timeout)).is_ok_and(is_success) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether the listener on the port belongs to the server's group; true when that cannot be
 /// told (a holder of another user's is invisible to us).
 fn held_by_owner(check: &ReadyCheck) -> bool {

@@ -193,6 +193,21 @@ pub(crate) fn clap_error(error: &clap::Error) {
     }
 }
 
+/// Whether lines on stderr are coloured: a build's cargo is told to colour its own to match.
+pub(crate) fn stderr_colored() -> bool {
+    with_sink(|sink| sink.colored)
+        .unwrap_or_else(|| anstream::AutoStream::choice(&std::io::stderr()) != ColorChoice::Never)
+}
+
+/// A line of another program's (a build's cargo) passed on to stderr as it is, in one write.
+pub(crate) fn raw_stderr(line: &[u8]) {
+    if with_sink(|sink| sink.stderr.extend_from_slice(line)).is_some() {
+        return;
+    }
+    // Nothing useful can be done when stderr is gone; the build's outcome still tells.
+    let _ = std::io::stderr().lock().write_all(line);
+}
+
 fn line(style: Style, label: &str, message: impl Display) {
     // One write for the whole line: the server and cargo share this stderr, and a line written
     // in pieces can be cut in two by theirs.

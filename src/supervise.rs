@@ -5,6 +5,7 @@
 //! how long a restart waits for each replacement. What left the group is stopped along with it
 //! (see [`reaper`]).
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -21,6 +22,7 @@ use anyhow::{Context as _, Result};
 use crate::health::{self, ReadyCheck};
 use crate::{exit_codes, os, output, signals};
 
+pub(crate) mod build;
 pub(crate) mod diagnose;
 mod notify;
 mod reaper;
@@ -28,6 +30,7 @@ mod replicas;
 pub(crate) mod report;
 pub(crate) mod stop;
 
+use build::{BuildReport, BuildState, Captured, Outcome};
 pub(crate) use notify::NotifySocket;
 pub(crate) use reaper::{Escaped, pid_list, processes};
 use replicas::Replicas;
@@ -44,6 +47,10 @@ pub(crate) enum Event {
     Exited(u32, ExitStatus),
     /// The server of this generation listens elsewhere, not on the port it was given.
     Misplaced(u32, diagnose::Misplaced),
+    /// The build of this generation ended (builds and servers count in one sequence).
+    Built(u32, Box<Outcome>),
+    /// Files changed (`--watch`); what changed, for messages.
+    Changed(String),
 }
 
 /// How to start the server.
@@ -68,6 +75,12 @@ pub(crate) struct Launch {
     /// A server that listens elsewhere than it was told ends the run (detached runs, where
     /// nobody reads a warning), rather than being warned about.
     pub(crate) misplaced_fails: bool,
+    /// `--watch`: once the service has been ready (or from the start, in the foreground), a
+    /// server that exits does not end the run; the next change builds and starts it again.
+    pub(crate) watch: bool,
+    /// How long a new build's server may take to be ready before it is stopped and the old one
+    /// kept (`ready-timeout-ms`).
+    pub(crate) swap_timeout: Duration,
 }
 
 impl Launch {
@@ -132,8 +145,12 @@ pub(crate) trait Observer {
     /// The servers now running, in replica order (their pids are known; they may still be
     /// building), and whether the service counts as ready.
     fn servers(&mut self, pids: &[u32], ready: bool);
-    /// The service answers (first start, or the end of a restart).
+    /// The service answers for the first time.
     fn ready(&mut self);
+    /// A build started, or ended as `report` says.
+    fn build(&mut self, report: &BuildReport);
+    /// A new build's servers took over: the `swaps`-th time this run.
+    fn reloaded(&mut self, swaps: u32);
 }
 
 /// The supervised servers, and the channel everything reports to.
@@ -142,19 +159,63 @@ pub(crate) struct Supervisor {
     launch: Launch,
     events: Receiver<Event>,
     sender: Sender<Event>,
-    /// Counts the servers started, so that late news of an old one is recognised.
+    /// Counts the servers and builds started, so that late news of an old one is recognised.
     generation: u32,
     /// The generation the notify socket reports for: the newest server.
     current: Arc<AtomicU32>,
     cancel_probe: Arc<AtomicBool>,
     reaper: reaper::Reaper,
+    /// The inode of the handed socket, to see a new server accept on it.
+    socket_inode: Option<u64>,
+    /// How the last good build's server starts; until the first build, servers start with
+    /// `cargo run`.
+    captured: Option<Captured>,
+    /// The build that runs, and what it is for.
+    build: Option<(build::Build, Trigger)>,
+    /// A change or restart that came during a swap, built once the swap is over.
+    queued: Option<Trigger>,
+    builds: u32,
+    swaps: u32,
+    /// News that came while a stop waited for something else, handled next.
+    deferred: VecDeque<Event>,
 }
 
-/// How the main loop goes on after a restart.
-enum Restarted {
-    /// The replacements run; the service is ready when `ready` says so.
-    Running { ready: bool },
-    /// A stop was asked for during the restart: everything is stopped, nothing new runs.
+/// Why a build runs, and since when someone waits for it.
+#[derive(Debug, Clone)]
+struct Trigger {
+    /// `src/main.rs changed`, or `None` for a restart.
+    change: Option<String>,
+    at: Instant,
+}
+
+impl Trigger {
+    fn cause(&self) -> String {
+        self.change.clone().unwrap_or_else(|| "restart".to_owned())
+    }
+}
+
+/// How the wait for a new build's server ended.
+enum Awaited {
+    Ready,
+    /// A stop was asked for.
+    Asked,
+    /// It exited (`exited`) or was not ready in time: `why`, for the message.
+    Failed {
+        why: String,
+        ending: Ending,
+        exited: bool,
+    },
+}
+
+/// How a swap ended.
+enum Swap {
+    /// The new build serves.
+    Done,
+    /// Its server failed and was stopped; what serves is what served before (in env handoff,
+    /// nothing: the old server had to go first). `ending` is how a run without `--watch` ends
+    /// when nothing serves any more.
+    Failed(Ending),
+    /// A stop was asked for during the swap: everything is stopped.
     Stopped(Stopped),
 }
 
@@ -175,6 +236,10 @@ impl Supervisor {
         if let Some(socket) = &launch.notify_socket {
             notify::listen(socket, sender.clone(), Arc::clone(&current))?;
         }
+        let socket_inode = launch
+            .socket
+            .as_ref()
+            .and_then(|socket| os::socket_inode(std::os::fd::AsFd::as_fd(socket)).ok());
         Ok(Supervisor {
             launch,
             events,
@@ -183,6 +248,13 @@ impl Supervisor {
             current,
             cancel_probe: Arc::new(AtomicBool::new(false)),
             reaper: reaper::Reaper::new()?,
+            socket_inode,
+            captured: None,
+            build: None,
+            queued: None,
+            builds: 0,
+            swaps: 0,
+            deferred: VecDeque::new(),
         })
     }
 
@@ -190,8 +262,17 @@ impl Supervisor {
         &self.launch
     }
 
+    /// Where a file watcher reports changes: `changed` names what changed, for messages.
+    pub(crate) fn change_reporter(&self) -> impl Fn(String) + Send + 'static {
+        let sender = self.sender.clone();
+        move |changed| {
+            let _ = sender.send(Event::Changed(changed));
+        }
+    }
+
     /// Starts the servers and supervises them until the run ends: a stop request, a server
-    /// that exits before it is ready (or, alone, at all), or the ready timeout.
+    /// that exits before it is ready (or, alone, at all; not with `--watch`), or the ready
+    /// timeout.
     ///
     /// # Errors
     /// When `cargo` cannot be started or the event channel fails.
@@ -203,7 +284,7 @@ impl Supervisor {
         self.probe_first(&set)?;
         observer.servers(&set.pids(), false);
         let mut ready = false;
-        let mut ready_deadline = self.ready_deadline();
+        let ready_deadline = self.ready_deadline();
         loop {
             let wake = match ready_deadline {
                 Some((deadline, _)) if !ready => Some(
@@ -235,6 +316,19 @@ impl Supervisor {
                     let Some(index) = set.index_of(generation) else {
                         continue;
                     };
+                    // Watching, a server that exits waits for the next change, except a
+                    // detached start's first one: its failure is what `--detach` reports.
+                    let waits = self.launch.watch && (ready || self.launch.ready_timeout.is_none());
+                    if waits && (!ready || set.len() == 1) {
+                        self.cancel_probe.store(true, Ordering::Relaxed);
+                        set.exited(index);
+                        output::warning(format!(
+                            "the server exited with {}; the next change rebuilds and starts it",
+                            describe(status)
+                        ));
+                        observer.servers(&set.pids(), false);
+                        continue;
+                    }
                     if !ready || set.len() == 1 {
                         // A build failure or a server that cannot start: ending the run says so,
                         // where restarting would hide it. A single server's exit is the run's.
@@ -256,17 +350,19 @@ impl Supervisor {
                     output::warning(misplaced.with(" (it keeps running)"));
                 }
                 Event::Ready(_) | Event::Misplaced(..) => {}
-                Event::Signal(signals::RESTART) => match self.restart(&mut set, observer)? {
-                    Restarted::Running { ready: now_ready } => {
-                        ready = now_ready;
-                        ready_deadline = self.ready_deadline();
+                Event::Changed(change) => {
+                    if self.launch.watch {
+                        self.trigger(Some(change), &set, observer)?;
                     }
-                    Restarted::Stopped(stopped) => {
-                        return Ok(Ending::Stopped {
-                            killed: stopped.killed,
-                        });
+                }
+                Event::Signal(signals::RESTART) => self.trigger(None, &set, observer)?,
+                Event::Built(generation, outcome) => {
+                    if let Some(ending) =
+                        self.built(&mut set, observer, generation, *outcome, &mut ready)?
+                    {
+                        return Ok(ending);
                     }
-                },
+                }
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));
                     let stopped = self.stop_all(&mut set, true)?;
@@ -278,14 +374,68 @@ impl Supervisor {
         }
     }
 
+    /// A build ended: swap it in, or say why not. `Some` when that ends the run.
+    fn built(
+        &mut self,
+        set: &mut Replicas,
+        observer: &mut dyn Observer,
+        generation: u32,
+        outcome: Outcome,
+        ready: &mut bool,
+    ) -> Result<Option<Ending>> {
+        let Some((build, trigger)) = self
+            .build
+            .take_if(|(build, _)| build.generation == generation)
+        else {
+            // A cancelled build's late news.
+            return Ok(None);
+        };
+        let built_in = build.started.elapsed();
+        let swap = match outcome {
+            Outcome::Failed {
+                status,
+                first_error,
+            } => {
+                self.build_failed(set, observer, &trigger, built_in, status, first_error);
+                None
+            }
+            Outcome::Built(captured) => {
+                Some(self.swap(set, observer, captured, &trigger, built_in)?)
+            }
+        };
+        match swap {
+            Some(Swap::Done) if !*ready => {
+                *ready = true;
+                observer.ready();
+            }
+            Some(Swap::Stopped(stopped)) => {
+                return Ok(Some(Ending::Stopped {
+                    killed: stopped.killed,
+                }));
+            }
+            Some(Swap::Failed(ending)) if !self.launch.watch && set.pids().is_empty() => {
+                self.stop_all(set, false)?;
+                return Ok(Some(ending));
+            }
+            _ => {}
+        }
+        if let Some(trigger) = self.queued.take() {
+            self.trigger_at(trigger, set, observer)?;
+        }
+        Ok(None)
+    }
+
     fn ready_deadline(&self) -> Option<(Instant, Duration)> {
         self.launch
             .ready_timeout
             .map(|limit| (Instant::now() + limit, limit))
     }
 
-    /// The next event, or `None` once `wake` has passed.
-    fn next_event(&self, wake: Option<Instant>) -> Result<Option<Event>> {
+    /// The next event (news deferred during a stop first), or `None` once `wake` has passed.
+    fn next_event(&mut self, wake: Option<Instant>) -> Result<Option<Event>> {
+        if let Some(event) = self.deferred.pop_front() {
+            return Ok(Some(event));
+        }
         match wake {
             Some(at) => match self
                 .events
@@ -313,13 +463,16 @@ impl Supervisor {
         }
     }
 
-    fn start_replica(&mut self, set: &mut Replicas, index: usize) -> Result<u32> {
+    fn next_generation(&mut self) -> u32 {
         self.generation += 1;
-        // `READY=1` counts for the newest server: the replacement a restart waits for.
-        self.current.store(self.generation, Ordering::Relaxed);
+        self.generation
+    }
+
+    fn start_replica(&mut self, set: &mut Replicas, index: usize) -> Result<u32> {
+        let generation = self.next_generation();
         let replica = (set.len() > 1).then_some(index);
-        let pid = self.spawn_process(self.generation, replica)?;
-        set.started(index, self.generation, pid);
+        let pid = self.spawn_process(generation, replica)?;
+        set.started(index, generation, pid);
         if set.len() > 1 {
             output::verbose("Started", format!("replica {index} (pid {pid})"));
         }
@@ -345,78 +498,352 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Replaces the servers one at a time: stop one, start its replacement, and (with replicas)
-    /// let it settle before the next. A stop asked for meanwhile ends the run: everything is
-    /// stopped and nothing new is started.
-    fn restart(&mut self, set: &mut Replicas, observer: &mut dyn Observer) -> Result<Restarted> {
-        let several = set.len() > 1;
-        if several {
-            output::status(
-                "Restarting",
-                format!(
-                    "{} replicas one at a time (pids {})",
-                    set.len(),
-                    pid_list(&set.pids())
-                ),
-            );
-        }
-        observer.servers(&set.pids(), false);
-        for index in 0..set.len() {
-            if let Some((generation, pid)) = set.process(index) {
-                if !several {
-                    output::status("Restarting", format!("server (pid {pid})"));
-                }
-                let stopped = self.stop_one(set, index, generation, pid)?;
-                if stopped.asked {
-                    // The stop asked for began with this replica: whether it needed SIGKILL
-                    // is part of what the stop reports.
-                    let rest = self.stop_all(set, true)?;
-                    return Ok(Restarted::Stopped(Stopped {
-                        killed: stopped.killed || rest.killed,
-                        ..rest
-                    }));
-                }
-            }
-            let pid = self.start_replica(set, index)?;
-            observer.servers(&set.pids(), false);
-            if !several {
-                // A single server is ready when its own probe says so, in the main loop.
-                self.start_probe(self.generation, pid)?;
-                return Ok(Restarted::Running { ready: false });
-            }
-            output::status("Started", format!("replica {index} as pid {pid}"));
-            if self.settle(set, self.generation)? {
-                return Ok(Restarted::Stopped(self.stop_all(set, true)?));
-            }
-        }
-        // Crashes during the restart were scheduled; those already due start now.
-        self.restart_due(set, observer, true)?;
-        observer.servers(&set.pids(), true);
-        observer.ready();
-        Ok(Restarted::Running { ready: true })
+    /// A change or a restart: builds the newest code while the servers keep serving. A build
+    /// already under way is cancelled and started again, so the one that finishes has every
+    /// change; during a swap the trigger waits for the swap to end.
+    fn trigger(
+        &mut self,
+        change: Option<String>,
+        set: &Replicas,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let trigger = Trigger {
+            change,
+            at: Instant::now(),
+        };
+        self.trigger_at(trigger, set, observer)
     }
 
-    /// Stops the server in one slot (a restart replaces it); other news is kept for later.
-    fn stop_one(
+    fn trigger_at(
+        &mut self,
+        trigger: Trigger,
+        set: &Replicas,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        if let Some((build, _)) = self.build.take() {
+            output::status(
+                "Cancelled",
+                format!("the build under way: {}; building again", trigger.cause()),
+            );
+            let mut deferred = Vec::new();
+            stop::stop(
+                &Targets {
+                    leaders: vec![build.pid],
+                    escaped: reaper::Escaped::default(),
+                },
+                self.launch.shutdown_timeout,
+                false,
+                &mut EventWatch {
+                    events: &self.events,
+                    left: [build.generation].into(),
+                    other: &mut |event| deferred.push(event),
+                },
+            )?;
+            self.deferred.extend(deferred);
+        }
+        let generation = self.next_generation();
+        let build = build::start(&self.launch, generation, &self.reaper, self.sender.clone())?;
+        self.builds += 1;
+        let serving = match set.pids().as_slice() {
+            [] => String::new(),
+            [pid] => format!("; the server (pid {pid}) keeps serving"),
+            pids => format!("; the replicas (pids {}) keep serving", pid_list(pids)),
+        };
+        let after = trigger.change.as_ref().map_or_else(
+            || "for a restart".to_owned(),
+            |change| format!("after {change}"),
+        );
+        output::status("Building", format!("{after}{serving}"));
+        observer.build(&BuildReport {
+            number: self.builds,
+            state: BuildState::Building,
+            at: std::time::SystemTime::now(),
+            cause: trigger.cause(),
+            error: None,
+        });
+        self.build = Some((build, trigger));
+        Ok(())
+    }
+
+    fn build_failed(
+        &self,
+        set: &Replicas,
+        observer: &mut dyn Observer,
+        trigger: &Trigger,
+        took: Duration,
+        status: ExitStatus,
+        first_error: Option<String>,
+    ) {
+        let keeps = if set.pids().is_empty() {
+            "; nothing serves until a build succeeds".to_owned()
+        } else {
+            "; the last good build keeps serving".to_owned()
+        };
+        output::error(format!(
+            "the build {} failed in {:.2}s ({}){keeps}",
+            trigger.change.as_ref().map_or_else(
+                || "for the restart".to_owned(),
+                |change| format!("after {change}")
+            ),
+            took.as_secs_f64(),
+            describe(status)
+        ));
+        observer.build(&BuildReport {
+            number: self.builds,
+            state: BuildState::Failed,
+            at: std::time::SystemTime::now(),
+            cause: trigger.cause(),
+            error: first_error.or_else(|| Some(format!("cargo exited with {}", describe(status)))),
+        });
+    }
+
+    /// Puts the new build in the servers' place, one slot at a time. In socket handoff the new
+    /// server starts beside the old one, both accept on the one socket, and the old one is
+    /// stopped once the new one is ready: nothing is refused. In env handoff the old server
+    /// must free the port first: the gap is a stop and a start.
+    fn swap(
         &mut self,
         set: &mut Replicas,
-        index: usize,
+        observer: &mut dyn Observer,
+        captured: Captured,
+        trigger: &Trigger,
+        built_in: Duration,
+    ) -> Result<Swap> {
+        let started = Instant::now();
+        let socket = self.launch.socket.is_some();
+        let several = set.len() > 1;
+        let previous = self.captured.replace(captured);
+        let mut served_at = started;
+        for index in 0..set.len() {
+            let name = if several {
+                format!("replica {index}")
+            } else {
+                "server".to_owned()
+            };
+            let mut old = set.process(index);
+            if !socket && let Some((generation, pid)) = old.take() {
+                let name = format!("the old {name} (pid {pid})");
+                let stopped = self.stop_server(set, &name, generation, pid, true)?;
+                set.exited(index);
+                if stopped.asked {
+                    return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
+                }
+            }
+            let generation = self.next_generation();
+            let pid = self.spawn_process(generation, several.then_some(index))?;
+            self.cancel_probe.store(true, Ordering::Relaxed);
+            if socket {
+                self.start_accept_probe(generation, pid)?;
+            } else {
+                self.start_probe(generation, pid)?;
+            }
+            match self.await_new(set, generation, &mut old)? {
+                Awaited::Ready => {}
+                Awaited::Asked => {
+                    set.started(index, generation, pid);
+                    return Ok(Swap::Stopped(self.stop_all(set, true)?));
+                }
+                Awaited::Failed {
+                    why,
+                    ending,
+                    exited,
+                } => {
+                    self.captured = previous;
+                    let name = format!("the new {name} (pid {pid})");
+                    return self.swap_failed(
+                        set,
+                        observer,
+                        trigger,
+                        (generation, pid),
+                        &name,
+                        &why,
+                        exited,
+                        ending,
+                    );
+                }
+            }
+            served_at = Instant::now();
+            // The slot is the new server's from here: news of it during the old one's stop
+            // is news of the slot.
+            set.started(index, generation, pid);
+            observer.servers(&set.pids(), true);
+            if let Some((generation, old_pid)) = old {
+                let name = format!("the old {name} (pid {old_pid})");
+                let stopped = self.stop_server(set, &name, generation, old_pid, true)?;
+                if stopped.asked {
+                    return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
+                }
+            }
+            if several {
+                output::verbose("Replaced", format!("replica {index}: pid {pid}"));
+            }
+        }
+        self.swaps += 1;
+        report_swap(
+            trigger,
+            served_at.duration_since(trigger.at),
+            built_in,
+            served_at.duration_since(started),
+        );
+        observer.reloaded(self.swaps);
+        observer.build(&BuildReport {
+            number: self.builds,
+            state: BuildState::Serving,
+            at: std::time::SystemTime::now(),
+            cause: trigger.cause(),
+            error: None,
+        });
+        Ok(Swap::Done)
+    }
+
+    /// The new server `new` failed (`why`): it is stopped, unless it `exited` already, and
+    /// what served before goes on serving.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named there"
+    )]
+    fn swap_failed(
+        &mut self,
+        set: &mut Replicas,
+        observer: &mut dyn Observer,
+        trigger: &Trigger,
+        (generation, pid): (u32, u32),
+        name: &str,
+        why: &str,
+        exited: bool,
+        ending: Ending,
+    ) -> Result<Swap> {
+        if exited {
+            stop::reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
+        } else {
+            let stopped = self.stop_server(set, name, generation, pid, true)?;
+            if stopped.asked {
+                return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
+            }
+        }
+        let keeps = if set.pids().is_empty() {
+            "; nothing serves until a build succeeds"
+        } else {
+            "; the old build keeps serving"
+        };
+        output::error(format!("{name} {why}{keeps}"));
+        observer.servers(&set.pids(), !set.pids().is_empty());
+        observer.build(&BuildReport {
+            number: self.builds,
+            state: BuildState::ServerFailed,
+            at: std::time::SystemTime::now(),
+            cause: trigger.cause(),
+            error: Some(format!("the new server {why}")),
+        });
+        Ok(Swap::Failed(ending))
+    }
+
+    /// Waits for the new server `generation` to be ready. Meanwhile the old one in its slot may
+    /// exit (`old` is then cleared), other replicas may crash (restarted later), and a change or
+    /// restart waits for the swap to end.
+    fn await_new(
+        &mut self,
+        set: &mut Replicas,
+        generation: u32,
+        old: &mut Option<(u32, u32)>,
+    ) -> Result<Awaited> {
+        let limit = self.launch.swap_timeout;
+        let deadline = Instant::now() + limit;
+        loop {
+            let Some(event) = self.next_event(Some(deadline))? else {
+                self.cancel_probe.store(true, Ordering::Relaxed);
+                return Ok(Awaited::Failed {
+                    why: format!(
+                        "was not ready within {}s (`ready-timeout-ms`); stopped it",
+                        limit.as_secs()
+                    ),
+                    ending: Ending::NotReady(limit),
+                    exited: false,
+                });
+            };
+            match event {
+                Event::Ready(ready) if ready == generation => {
+                    self.cancel_probe.store(true, Ordering::Relaxed);
+                    return Ok(Awaited::Ready);
+                }
+                Event::Exited(exited, status) if exited == generation => {
+                    self.cancel_probe.store(true, Ordering::Relaxed);
+                    return Ok(Awaited::Failed {
+                        why: format!("exited with {} before it was ready", describe(status)),
+                        ending: Ending::Exited {
+                            status,
+                            ready: true,
+                        },
+                        exited: true,
+                    });
+                }
+                Event::Exited(exited, _) if old.is_some_and(|(g, _)| g == exited) => {
+                    if let Some((_, old_pid)) = old.take() {
+                        stop::reap_remains(&[old_pid], &Escaped::default(), Duration::ZERO);
+                    }
+                }
+                Event::Exited(exited, status) => {
+                    if let Some(index) = set.index_of(exited) {
+                        set.crashed(index, status);
+                    }
+                }
+                Event::Changed(change) => {
+                    if self.launch.watch {
+                        self.queued = Some(Trigger {
+                            change: Some(change),
+                            at: Instant::now(),
+                        });
+                    }
+                }
+                Event::Signal(signals::RESTART) => {
+                    self.queued = Some(Trigger {
+                        change: None,
+                        at: Instant::now(),
+                    });
+                }
+                Event::Signal(signal) => {
+                    output::verbose("Received", signals::name(signal));
+                    self.cancel_probe.store(true, Ordering::Relaxed);
+                    return Ok(Awaited::Asked);
+                }
+                Event::Ready(_) | Event::Misplaced(..) | Event::Built(..) => {}
+            }
+        }
+    }
+
+    /// A stop asked for while one server was being stopped: the rest stop too, and whether that
+    /// one needed SIGKILL is part of what the stop reports.
+    fn stop_rest(&mut self, set: &mut Replicas, first: Stopped) -> Result<Stopped> {
+        let rest = self.stop_all(set, true)?;
+        Ok(Stopped {
+            killed: first.killed || rest.killed,
+            ..rest
+        })
+    }
+
+    /// Stops one server that a swap replaces (or whose replacement failed); the slots are the
+    /// caller's to update. `quiet` keeps its lines to `--verbose`: a reload says one line.
+    fn stop_server(
+        &mut self,
+        set: &mut Replicas,
+        name: &str,
         generation: u32,
         pid: u32,
+        quiet: bool,
     ) -> Result<Stopped> {
-        self.cancel_probe.store(true, Ordering::Relaxed);
-        let alone = set.len() == 1;
-        // Alone, every orphan adopted so far is this server's.
+        // Only the orphans found below it: another server may run beside it.
         let targets = Targets {
             leaders: vec![pid],
-            escaped: self.reaper.escaped(&[pid], alone),
+            escaped: self.reaper.escaped(&[pid], false),
         };
-        let name = if alone {
-            format!("server (pid {pid})")
-        } else {
-            format!("replica {index} (pid {pid})")
+        let say = |verb: &str, text: String| {
+            if quiet {
+                output::verbose(verb, text);
+            } else {
+                output::status(verb, text);
+            }
         };
-        output::status(
+        say(
             "Stopping",
             format!(
                 "{name}: sent SIGTERM to its process group{}",
@@ -424,6 +851,7 @@ impl Supervisor {
             ),
         );
         let mut crashes = Vec::new();
+        let mut deferred = Vec::new();
         let stopped = stop::stop(
             &targets,
             self.launch.shutdown_timeout,
@@ -431,48 +859,42 @@ impl Supervisor {
             &mut EventWatch {
                 events: &self.events,
                 left: [generation].into(),
-                other: &mut |event| {
-                    if let Event::Exited(generation, status) = event {
-                        crashes.push((generation, status));
-                    }
+                other: &mut |event| match event {
+                    Event::Exited(generation, status) => crashes.push((generation, status)),
+                    other => deferred.push(other),
                 },
             },
         )?;
-        set.exited(index);
         for (generation, status) in crashes {
             if let Some(other) = set.index_of(generation) {
                 set.crashed(other, status);
             }
         }
-        if alone {
-            self.end_adopted();
-        }
-        output::status("Stopped", format!("{name}{}", stopped.describe()));
+        self.deferred.extend(deferred);
+        say("Stopped", format!("{name}{}", stopped.describe()));
         Ok(stopped)
     }
 
-    /// Waits until the replacement of `generation` says it is ready, at most a moment; true
-    /// when a stop was asked for meanwhile. Another replica's crash is scheduled for restart.
-    fn settle(&self, set: &mut Replicas, generation: u32) -> Result<bool> {
-        let settled = Instant::now() + replicas::SETTLE;
-        loop {
-            let Some(event) = self.next_event(Some(settled))? else {
-                return Ok(false);
-            };
-            match event {
-                Event::Ready(ready) if ready == generation => return Ok(false),
-                Event::Exited(other, status) => {
-                    if let Some(index) = set.index_of(other) {
-                        set.crashed(index, status);
-                    }
+    /// Waits, in a thread, until the new server `pid` accepts on the handed socket (and, with a
+    /// `health-path`, that answers 2xx); reports `Event::Ready(generation)`. `READY=1` from it
+    /// reports the same sooner. A probe's answer alone proves nothing here: the old server
+    /// answers on the same socket.
+    fn start_accept_probe(&mut self, generation: u32, pid: u32) -> Result<()> {
+        self.current.store(generation, Ordering::Relaxed);
+        self.cancel_probe = Arc::new(AtomicBool::new(false));
+        let cancel = Arc::clone(&self.cancel_probe);
+        let check = self.launch.ready.clone();
+        let inode = self.socket_inode;
+        let sender = self.sender.clone();
+        std::thread::Builder::new()
+            .name("portguard-ready".to_owned())
+            .spawn(move || {
+                if health::wait_accepting(pid, inode, &check, &cancel) {
+                    let _ = sender.send(Event::Ready(generation));
                 }
-                Event::Signal(signals::RESTART) | Event::Ready(_) | Event::Misplaced(..) => {}
-                Event::Signal(signal) => {
-                    output::verbose("Received", signals::name(signal));
-                    return Ok(true);
-                }
-            }
-        }
+            })
+            .context("could not start the readiness thread")?;
+        Ok(())
     }
 
     /// Stops every server: one grace period for all; `asked` when a stop request started it
@@ -481,7 +903,8 @@ impl Supervisor {
         self.cancel_probe.store(true, Ordering::Relaxed);
         let running = set.take_all();
         let pids: Vec<u32> = running.iter().map(|&(_, pid)| pid).collect();
-        if running.is_empty() {
+        let build = self.build.take().map(|(build, _)| build);
+        if running.is_empty() && build.is_none() {
             // Servers that exited may have left orphans all the same.
             self.end_adopted();
             return Ok(Stopped {
@@ -491,11 +914,14 @@ impl Supervisor {
             });
         }
         // Every server stops, so every orphan adopted so far is one of theirs.
-        let targets = Targets {
+        let mut targets = Targets {
             leaders: pids.clone(),
             escaped: self.reaper.escaped(&pids, true),
         };
-        let name = match pids.as_slice() {
+        let mut left: std::collections::HashSet<u32> =
+            running.iter().map(|&(generation, _)| generation).collect();
+        let mut name = match pids.as_slice() {
+            [] => String::new(),
             [pid] if set.len() == 1 => format!("server (pid {pid})"),
             _ => format!("{} replicas (pids {})", pids.len(), pid_list(&pids)),
         };
@@ -504,22 +930,40 @@ impl Supervisor {
         } else {
             "their process groups"
         };
-        output::status(
-            "Stopping",
+        let mut message = if pids.is_empty() {
+            String::new()
+        } else {
             format!(
                 "{name}: sent SIGTERM to {groups}{}",
                 targets
                     .escaped
                     .describe(if pids.len() == 1 { "it" } else { "them" })
-            ),
-        );
+            )
+        };
+        if let Some(build) = build {
+            // The build under way goes with them: its cargo and compilers are in its group.
+            targets.leaders.push(build.pid);
+            left.insert(build.generation);
+            let build_name = format!("the build under way (pid {})", build.pid);
+            message = if message.is_empty() {
+                format!("{build_name}: sent SIGTERM to its process group")
+            } else {
+                format!("{message}, and {build_name}")
+            };
+            name = if name.is_empty() {
+                build_name
+            } else {
+                format!("{name} and {build_name}")
+            };
+        }
+        output::status("Stopping", message);
         let stopped = stop::stop(
             &targets,
             self.launch.shutdown_timeout,
             asked,
             &mut EventWatch {
                 events: &self.events,
-                left: running.iter().map(|&(generation, _)| generation).collect(),
+                left,
                 other: &mut |_| {},
             },
         )?;
@@ -528,52 +972,48 @@ impl Supervisor {
         Ok(stopped)
     }
 
-    /// Starts `cargo run` for `generation` (with `PORTGUARD_REPLICA` for a replica) and a
-    /// thread that reports its exit.
+    /// Starts the server for `generation` (with `PORTGUARD_REPLICA` for a replica): as the last
+    /// good build says `cargo run` would, or with `cargo run` itself before the first build;
+    /// and a thread that reports its exit.
     fn spawn_process(&self, generation: u32, replica: Option<usize>) -> Result<u32> {
+        // `READY=1` counts for the newest server: the replacement a swap waits for.
+        self.current.store(generation, Ordering::Relaxed);
+        let (program, args, folder, env) = match &self.captured {
+            Some(captured) => {
+                let (program, args, folder, env) = captured.command();
+                (program, args, Some(folder), Some(env))
+            }
+            None => (
+                self.launch.cargo.clone(),
+                self.launch.cargo_args.clone(),
+                None,
+                None,
+            ),
+        };
         let mut command = match &self.launch.socket {
             // `LISTEN_PID` must be the server's own pid, known only in the child. A shell sets
-            // it and execs cargo, which execs the server: all three share that pid.
+            // it and execs the server (or cargo, which execs it): they all share that pid.
             Some(_) => {
                 let mut command = Command::new("/bin/sh");
                 command
                     .arg("-c")
                     .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"")
                     .arg("portguard")
-                    .arg(&self.launch.cargo);
+                    .arg(&program);
                 command
             }
-            None => Command::new(&self.launch.cargo),
+            None => Command::new(&program),
         };
-        command.args(&self.launch.cargo_args);
-        command.envs(self.launch.env.iter().map(|(key, value)| (key, value)));
-        match replica {
-            Some(index) => command.env("PORTGUARD_REPLICA", index.to_string()),
-            None => command.env_remove("PORTGUARD_REPLICA"),
-        };
-        // Descriptors named by an inherited jobserver could collide with fd 3, and an inherited
-        // `LISTEN_*` would tell the server about a socket it was not given.
-        for key in [
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-            "LISTEN_FDS_FIRST_FD",
-        ] {
-            if !self.launch.env.iter().any(|(k, _)| k == key) {
-                command.env_remove(key);
-            }
+        command.args(&args);
+        if let Some(folder) = folder {
+            command.current_dir(folder);
         }
-        // The jobserver's descriptors are closed on exec (see `os::prepare_child`): a variable
-        // naming them would point the server's cargo at whatever it opens there next.
-        for key in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
-            command.env_remove(key);
+        if let Some(env) = env {
+            // Exactly what cargo gave the build's server, portguard's variables included.
+            command.env_clear();
+            command.envs(env);
         }
-        // portguard's own plumbing stays out of the server's environment.
-        command.env_remove(report::REPORT_FD_VAR);
-        match &self.launch.notify_socket {
-            Some(socket) => command.env("NOTIFY_SOCKET", socket.address()),
-            None => command.env_remove("NOTIFY_SOCKET"),
-        };
+        server_env(&mut command, &self.launch, replica);
         os::prepare_child(
             &mut command,
             self.launch.socket.as_ref().map(AsRawFd::as_raw_fd),
@@ -581,7 +1021,10 @@ impl Supervisor {
         let mut child = self
             .reaper
             .spawn(&mut command, generation)
-            .with_context(|| format!("could not start `{}`", self.launch.display()))?;
+            .with_context(|| match &self.captured {
+                Some(captured) => format!("could not start `{}`", captured.program_display()),
+                None => format!("could not start `{}`", self.launch.display()),
+            })?;
         let pid = child.id();
 
         let sender = self.sender.clone();
@@ -645,5 +1088,66 @@ impl Supervisor {
                 ),
             );
         }
+    }
+}
+
+/// The environment a server (or the build that hands one over) gets beyond the context's:
+/// portguard's variables, the replica number, the notify socket; and none of what would point
+/// it at descriptors it does not have.
+fn server_env(command: &mut Command, launch: &Launch, replica: Option<usize>) {
+    command.envs(launch.env.iter().map(|(key, value)| (key, value)));
+    match replica {
+        Some(index) => command.env("PORTGUARD_REPLICA", index.to_string()),
+        None => command.env_remove("PORTGUARD_REPLICA"),
+    };
+    // Descriptors named by an inherited jobserver could collide with fd 3, and an inherited
+    // `LISTEN_*` would tell the server about a socket it was not given.
+    for key in [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "LISTEN_FDS_FIRST_FD",
+    ] {
+        if !launch.env.iter().any(|(k, _)| k == key) {
+            command.env_remove(key);
+        }
+    }
+    // The jobserver's descriptors are closed on exec (see `os::prepare_child`): a variable
+    // naming them would point the server's cargo at whatever it opens there next.
+    for key in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
+        command.env_remove(key);
+    }
+    // portguard's own plumbing stays out of the server's environment.
+    command.env_remove(report::REPORT_FD_VAR);
+    match &launch.notify_socket {
+        Some(socket) => command.env("NOTIFY_SOCKET", socket.address()),
+        None => command.env_remove("NOTIFY_SOCKET"),
+    };
+}
+
+/// The one line a reload prints: `Reloaded in 1.42s (build 1.40s, swap 12ms) after
+/// src/routes.rs changed`; `Restarted in …` for a restart.
+fn report_swap(trigger: &Trigger, total: Duration, build: Duration, swap: Duration) {
+    let (verb, after) = match &trigger.change {
+        Some(change) => ("Reloaded", format!(" after {change}")),
+        None => ("Restarted", String::new()),
+    };
+    output::status(
+        verb,
+        format!(
+            "in {} (build {}, swap {}){after}",
+            seconds(total),
+            seconds(build),
+            seconds(swap)
+        ),
+    );
+}
+
+/// `1.42s`, or `12ms` under a second, for the reload line.
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.2}s", duration.as_secs_f64())
     }
 }

@@ -22,6 +22,7 @@ use crate::port;
 use crate::project::{Project, Target};
 use crate::reserve::Reservations;
 use crate::supervise::NotifySocket;
+use crate::supervise::build::BuildReport;
 use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
 
@@ -328,6 +329,9 @@ fn new_record(plan: &Plan, port: u16) -> Record {
         environment: config.env_name.as_ref().map(|name| name.value.clone()),
         replicas: Vec::new(),
         socket_inode: None,
+        generation: 0,
+        reloaded_at: None,
+        build: None,
     }
 }
 
@@ -379,6 +383,17 @@ impl Observer for Recorder<'_> {
         }
         let note = self.selection_note();
         output::status("Running", format!("on {}{note}", self.record.url));
+    }
+
+    fn build(&mut self, report: &BuildReport) {
+        self.record.build = Some(report.clone());
+        self.write();
+    }
+
+    fn reloaded(&mut self, swaps: u32) {
+        self.record.generation = swaps;
+        self.record.reloaded_at = Some(SystemTime::now());
+        self.write();
     }
 }
 
@@ -473,6 +488,8 @@ fn launch(
         ready_timeout: None,
         replicas: args.replicas.map_or(1, |count| count as usize),
         misplaced_fails: false,
+        watch: false,
+        swap_timeout: config.ready_timeout.value,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo portguard status`: what runs, where, since when, and how healthy. It only reads: it
 //! takes no exclusive lock, signals nothing, builds nothing and runs no `cargo metadata`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -9,8 +10,9 @@ use crate::cli::{CommonArgs, StatusArgs};
 use crate::context::Context;
 use crate::exit_codes;
 use crate::instance::Scope;
-use crate::instance::summary::{State, Summary};
+use crate::instance::summary::{Running, State, Summary};
 use crate::output;
+use crate::supervise::build::BuildState;
 
 /// `cargo portguard status`.
 ///
@@ -66,12 +68,50 @@ pub(crate) fn status(context: &Context, common: &CommonArgs, args: &StatusArgs) 
     })
 }
 
+/// What reloads and restarts did: how many took over, and how the last build went.
+fn builds(run: &Running) -> String {
+    let mut text = String::new();
+    if run.generation > 0 {
+        let _ = writeln!(
+            text,
+            "  reloaded {} time{}, last at {}",
+            run.generation,
+            if run.generation == 1 { "" } else { "s" },
+            run.reloaded_at.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(build) = &run.build {
+        let state = match build.state {
+            BuildState::Building => "building",
+            BuildState::Serving => "serving",
+            BuildState::Failed => "FAILED",
+            BuildState::ServerFailed => "built, but its server FAILED",
+        };
+        let cause = if build.cause == "restart" {
+            "for a restart".to_owned()
+        } else {
+            format!("after {}", output::inert(&build.cause))
+        };
+        let _ = writeln!(
+            text,
+            "  last build: {state} ({cause}, {}){}",
+            humantime::format_rfc3339_seconds(build.at),
+            build
+                .error
+                .as_ref()
+                .map(|error| format!(": {}", output::inert(error)))
+                .unwrap_or_default()
+        );
+    }
+    text
+}
+
 /// The Node.js write-up's answer, a few lines an instance.
 fn describe(summary: &Summary) -> String {
     let name = &summary.instance;
     match (&summary.state, &summary.running) {
         (State::Running, Some(run)) => format!(
-            "{name}: RUNNING{}\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n",
+            "{name}: RUNNING{}\n  pid {} (supervisor {}), port {}, {} handoff{}\n{}  {}, up {}, health: {}\n{}",
             run.diagnosis
                 .as_ref()
                 .map(|diagnosis| format!(", NOT SERVING ITS PORT: {diagnosis}"))
@@ -93,7 +133,8 @@ fn describe(summary: &Summary) -> String {
             serde_json::to_value(run.health)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            builds(run)
         ),
         (State::Running, None) => format!("{name}: RUNNING (starting)\n"),
         (State::Stale, _) => {

@@ -11,6 +11,7 @@ use crate::exit_codes::{self, Exit};
 use crate::os::{self, Sig};
 use crate::output;
 use crate::port::{self, PortState};
+use crate::supervise::build::BuildState;
 
 /// Extra wait past the supervisor's own grace period, for it to reap and clean up.
 const SUPERVISOR_SLACK: Duration = Duration::from_secs(3);
@@ -132,24 +133,41 @@ pub(crate) fn restart(files: &InstanceFiles) -> Result<()> {
         "Restarting",
         format!("`{name}` (server pid {})", record.pid),
     );
-    // SIGUSR2: `signals::RESTART`, as the supervisor answers it.
+    // SIGUSR2: `signals::RESTART`, as the supervisor answers it: it builds, starts the new
+    // server, and counts a generation once that serves; or records how the build failed.
+    let builds = record.build.as_ref().map_or(0, |build| build.number);
     signal(supervisor, Sig::USR2)?;
-    // The supervisor rewrites the record with the new pid, then again once it answers.
     let limit = record.shutdown_timeout + Duration::from_mins(5);
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(new) = files.read_record()
-            && new.pid != record.pid
-            && new.ready
-        {
-            output::status(
-                "Restarted",
-                format!(
-                    "`{name}`: server pid {} → {}, on {}",
-                    record.pid, new.pid, new.url
-                ),
-            );
-            return Ok(());
+        if let Ok(new) = files.read_record() {
+            if new.generation > record.generation && new.ready {
+                output::status(
+                    "Restarted",
+                    format!(
+                        "`{name}`: server pid {} → {}, on {}",
+                        record.pid, new.pid, new.url
+                    ),
+                );
+                return Ok(());
+            }
+            if let Some(build) = &new.build
+                && build.number > builds
+                && matches!(build.state, BuildState::Failed | BuildState::ServerFailed)
+            {
+                let keeps = if new.pid == 0 {
+                    "nothing serves until a build succeeds"
+                } else {
+                    "the old server keeps serving"
+                };
+                return Err(failure(format!(
+                    "the restart of `{name}` failed: {}; {keeps}",
+                    build
+                        .error
+                        .as_deref()
+                        .map_or_else(|| "see its output".into(), output::inert)
+                )));
+            }
         }
         if !files.is_running()? {
             return Err(failure(format!(

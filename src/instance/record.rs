@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{InstanceName, STATE_FILE_LIMIT};
 use crate::config::Handoff;
 use crate::os::{self, StartTime};
+use crate::supervise::build::BuildReport;
 
 /// What `<instance>.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,19 @@ pub(crate) struct Record {
     /// processes that still hold that very socket are the server's, wherever they went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) socket_inode: Option<u64>,
+    /// How many times a new build has taken over during this run (a reload or a restart).
+    #[serde(default)]
+    pub(crate) generation: u32,
+    /// When the last of those took over.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339_option"
+    )]
+    pub(crate) reloaded_at: Option<SystemTime>,
+    /// The last build of this run (`--watch`, `restart`), once there has been one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) build: Option<BuildReport>,
 }
 
 impl Record {
@@ -155,6 +169,35 @@ mod rfc3339 {
     }
 }
 
+/// An optional time, in RFC 3339 with milliseconds: reloads come close together.
+mod rfc3339_option {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    #[expect(
+        clippy::ref_option,
+        reason = "serde's `with` hands over a reference to the field"
+    )]
+    pub(super) fn serialize<S: Serializer>(
+        time: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => s.collect_str(&humantime::format_rfc3339_millis(*time)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// Durations as whole milliseconds, the unit of the configuration keys they come from.
 mod millis {
     use std::time::Duration;
@@ -197,6 +240,9 @@ mod tests {
             environment: None,
             replicas: Vec::new(),
             socket_inode: Some(7),
+            generation: 0,
+            reloaded_at: None,
+            build: None,
         }
     }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{InstanceFiles, LockState, Record};
 use crate::config::Handoff;
 use crate::health;
+use crate::supervise::build::BuildReport;
 use crate::supervise::diagnose;
 
 /// One instance as `status --json` shows it.
@@ -55,6 +56,15 @@ pub(crate) struct Running {
     /// for only while the server has not answered; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) diagnosis: Option<String>,
+    /// How many times a new build has taken over (`--watch`, `restart`).
+    pub(crate) generation: u32,
+    /// When the last of those took over, RFC 3339 with milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reloaded_at: Option<String>,
+    /// The last build of this run: `number`, `state` (`building`, `serving`, `failed`,
+    /// `server-failed`), `at`, `cause` and, when it failed, `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) build: Option<BuildReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,5 +160,10 @@ fn running(record: &Record, probe: bool) -> Running {
         environment: record.environment.clone(),
         replicas: (!record.replicas.is_empty()).then(|| record.replicas.clone()),
         diagnosis: diagnosis(record),
+        generation: record.generation,
+        reloaded_at: record
+            .reloaded_at
+            .map(|at| humantime::format_rfc3339_millis(at).to_string()),
+        build: record.build.clone(),
     }
 }

@@ -13,9 +13,6 @@ use super::describe;
 use super::stop::reap_remains;
 use crate::output;
 
-/// How long a replacement runs before the next replica of a rolling restart is stopped, unless
-/// it says `READY=1` sooner.
-pub(super) const SETTLE: Duration = Duration::from_millis(300);
 /// The first wait before a crashed replica is started again; it doubles with each crash.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

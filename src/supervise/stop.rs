@@ -201,7 +201,8 @@ impl Watch for EventWatch<'_> {
                     .context("the supervisor's event channel closed")?,
             };
             match event {
-                Event::Exited(generation, _) if self.left.remove(&generation) => {}
+                Event::Exited(generation, _) | Event::Built(generation, _)
+                    if self.left.remove(&generation) => {}
                 // A restart asked for during a stop is part of it.
                 Event::Signal(signals::RESTART) => {}
                 Event::Signal(signal) => {

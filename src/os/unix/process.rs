@@ -416,3 +416,15 @@ mod tests {
         drop(leak);
     }
 }
+
+/// The bytes of an OS string, to carry it through JSON unchanged.
+#[must_use]
+pub fn os_bytes(text: &std::ffi::OsStr) -> &[u8] {
+    std::os::unix::ffi::OsStrExt::as_bytes(text)
+}
+
+/// The OS string of `bytes` that [`os_bytes`] gave.
+#[must_use]
+pub fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
+    std::os::unix::ffi::OsStringExt::from_vec(bytes)
+}

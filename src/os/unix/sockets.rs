@@ -165,6 +165,34 @@ pub fn accept_queue(inode: u64) -> Option<u32> {
     }
 }
 
+/// Whether `pid` or a process below it waits for connections on the listening socket `inode`:
+/// a thread blocked in `accept` on it, or an epoll instance watching it (an async runtime's
+/// listener). `None` where that cannot be told (no `/proc`). A server that inherited the socket
+/// holds it from its first instruction; this is what tells that it has come to serve it.
+#[must_use]
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "always an answer on Linux, never one without /proc"
+)]
+pub fn accepts_on(pid: u32, inode: u64) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut pids = vec![pid];
+        pids.extend(
+            super::ProcessTree::read_below(pid)
+                .descendants(pid)
+                .iter()
+                .map(|process| process.pid),
+        );
+        Some(pids.into_iter().any(|pid| procfs::accepts_on(pid, inode)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, inode);
+        None
+    }
+}
+
 /// How long one holder lookup may take before it gives up: the answer only decorates a message,
 /// it must not hold up starting the server.
 const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
@@ -292,6 +320,59 @@ mod procfs {
         }
         found.sort_by_key(|holder| holder.pid);
         found
+    }
+
+    /// One process of [`super::accepts_on`]: its threads' current system calls, then its epoll
+    /// instances' watched descriptors.
+    pub(super) fn accepts_on(pid: u32, inode: u64) -> bool {
+        let process = format!("/proc/{pid}");
+        let is_socket = |fd: &str| {
+            fs::read_link(format!("{process}/fd/{fd}"))
+                .ok()
+                .and_then(|link| socket_inode(link.to_str()?))
+                == Some(inode)
+        };
+        let accept_calls = [libc::SYS_accept, libc::SYS_accept4].map(|call| call.to_string());
+        if let Ok(tasks) = fs::read_dir(format!("{process}/task")) {
+            for task in tasks.flatten() {
+                // `NR ARG0 …`: the call a blocked thread is in, and its first argument in hex.
+                let Ok(call) = fs::read_to_string(task.path().join("syscall")) else {
+                    continue;
+                };
+                let mut fields = call.split_whitespace();
+                if let (Some(number), Some(fd)) = (fields.next(), fields.next())
+                    && accept_calls.iter().any(|call| call == number)
+                    && let Ok(fd) = u64::from_str_radix(fd.trim_start_matches("0x"), 16)
+                    && is_socket(&fd.to_string())
+                {
+                    return true;
+                }
+            }
+        }
+        let Ok(fds) = fs::read_dir(format!("{process}/fd")) else {
+            return false;
+        };
+        for fd in fds.flatten() {
+            let is_epoll = fs::read_link(fd.path())
+                .is_ok_and(|link| link.as_os_str() == "anon_inode:[eventpoll]");
+            if !is_epoll {
+                continue;
+            }
+            let name = fd.file_name();
+            let Ok(info) =
+                fs::read_to_string(format!("{process}/fdinfo/{}", name.to_string_lossy()))
+            else {
+                continue;
+            };
+            // `tfd:        7 events:       19 data: …`: one line per watched descriptor.
+            let watched = info
+                .lines()
+                .filter_map(|line| line.strip_prefix("tfd:")?.split_whitespace().next());
+            if watched.into_iter().any(&is_socket) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The inodes of the sockets in a `/proc/PID` folder's descriptor table.
