@@ -631,6 +631,7 @@ impl Supervisor {
             }
             let generation = self.next_generation();
             let pid = self.spawn_process(generation, several.then_some(index))?;
+            output::verbose("Started", format!("the new {name} (pid {pid})"));
             self.cancel_probe.store(true, Ordering::Relaxed);
             if socket {
                 self.start_accept_probe(generation, pid)?;

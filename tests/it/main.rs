@@ -18,6 +18,7 @@ mod lock;
 mod port;
 mod ports;
 mod project;
+mod reload;
 mod replicas;
 mod reserve;
 mod runtime;

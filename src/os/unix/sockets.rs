@@ -332,19 +332,31 @@ mod procfs {
                 .and_then(|link| socket_inode(link.to_str()?))
                 == Some(inode)
         };
-        let accept_calls = [libc::SYS_accept, libc::SYS_accept4].map(|call| call.to_string());
         if let Ok(tasks) = fs::read_dir(format!("{process}/task")) {
             for task in tasks.flatten() {
-                // `NR ARG0 …`: the call a blocked thread is in, and its first argument in hex.
+                // `NR ARG0 ARG1 …`: the call a blocked thread is in, its arguments in hex.
                 let Ok(call) = fs::read_to_string(task.path().join("syscall")) else {
                     continue;
                 };
                 let mut fields = call.split_whitespace();
-                if let (Some(number), Some(fd)) = (fields.next(), fields.next())
-                    && accept_calls.iter().any(|call| call == number)
-                    && let Ok(fd) = u64::from_str_radix(fd.trim_start_matches("0x"), 16)
-                    && is_socket(&fd.to_string())
-                {
+                let Some(Ok(number)) = fields.next().map(str::parse::<libc::c_long>) else {
+                    continue;
+                };
+                let mut args =
+                    fields.map(|arg| u64::from_str_radix(arg.trim_start_matches("0x"), 16));
+                let (Some(Ok(first)), Some(Ok(second))) = (args.next(), args.next()) else {
+                    continue;
+                };
+                let waits = if number == libc::SYS_accept || number == libc::SYS_accept4 {
+                    is_socket(&first.to_string())
+                } else if is_poll(number) {
+                    polled_fds(pid, first, second)
+                        .iter()
+                        .any(|fd| is_socket(&fd.to_string()))
+                } else {
+                    false
+                };
+                if waits {
                     return true;
                 }
             }
@@ -373,6 +385,37 @@ mod procfs {
             }
         }
         false
+    }
+
+    /// Whether system call `number` is `poll` or `ppoll`, whose first arguments are an array of
+    /// `struct pollfd` and its length.
+    fn is_poll(number: libc::c_long) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if number == libc::SYS_poll {
+            return true;
+        }
+        number == libc::SYS_ppoll
+    }
+
+    /// The descriptors in the `pollfd` array at `address` (`count` of them) in `pid`'s memory:
+    /// readable where the thread's system call is (the caller's own child, or any process of
+    /// root's).
+    fn polled_fds(pid: u32, address: u64, count: u64) -> Vec<i32> {
+        use std::os::unix::fs::FileExt as _;
+        // `struct pollfd`: an `int` descriptor, then two `short`s.
+        const SIZE: u64 = 8;
+        let count = count.min(1024);
+        let Ok(memory) = fs::File::open(format!("/proc/{pid}/mem")) else {
+            return Vec::new();
+        };
+        let mut bytes = vec![0_u8; (count * SIZE) as usize];
+        if memory.read_exact_at(&mut bytes, address).is_err() {
+            return Vec::new();
+        }
+        bytes
+            .chunks_exact(SIZE as usize)
+            .filter_map(|entry| Some(i32::from_ne_bytes(entry[..4].try_into().ok()?)))
+            .collect()
     }
 
     /// The inodes of the sockets in a `/proc/PID` folder's descriptor table.
