@@ -26,6 +26,8 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer};
 
+use crate::exit_codes::BadInput;
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
@@ -39,6 +41,42 @@ pub(crate) struct Spec {
     pub(crate) ignore: Vec<String>,
     /// `watch-debounce-ms`: how long the changes of one save are gathered into one batch.
     pub(crate) debounce: Duration,
+}
+
+/// The spec for `--watch` on a loaded project: the package folder, its local path
+/// dependencies' folders (with `features`) and `watch-paths`; the target folder and the state
+/// folder `state_dir` excluded; `watch-ignore` and `watch-debounce-ms`.
+///
+/// # Errors
+/// A `watch-paths` entry that does not exist, named with where it was set ([`BadInput`]).
+pub(crate) fn spec(
+    loaded: &crate::config::Loaded,
+    features: crate::project::Features<'_>,
+    state_dir: &Path,
+) -> Result<Spec, BadInput> {
+    let config = &loaded.config;
+    let mut roots = loaded.project.watch_roots(&loaded.cargo, features);
+    for path in config.watch_paths(loaded.project.package_root()) {
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(BadInput(format!(
+                "`{}` in watch-paths does not exist (from {})",
+                path.display(),
+                config.watch_paths.source
+            )));
+        }
+        if !roots.contains(&path) {
+            roots.push(path);
+        }
+    }
+    Ok(Spec {
+        roots,
+        excluded: vec![
+            loaded.project.target_directory.clone(),
+            state_dir.to_owned(),
+        ],
+        ignore: config.watch_ignore.value.clone(),
+        debounce: config.watch_debounce.value,
+    })
 }
 
 /// The paths of one batch of changes: absolute, each once, sorted.

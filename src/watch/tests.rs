@@ -256,3 +256,54 @@ fn changes_are_described_relative_to_the_base() {
     );
     assert_eq!(changes(&["/p"]).describe(base), "/p");
 }
+
+/// A package whose table sets the watch keys, loaded as `run` loads it.
+fn loaded(table: &str) -> (tempfile::TempDir, PathBuf, crate::config::Loaded) {
+    let (dir, root) = project();
+    write(
+        &root.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [package.metadata.portguard]\n{table}\n"
+        ),
+    );
+    std::fs::create_dir_all(root.join("schema")).expect("folder");
+    let vars = |name: &str| (name == "CARGO").then(|| std::env::var_os(name)).flatten();
+    let loaded = crate::config::load(
+        &root,
+        &vars,
+        None,
+        None,
+        crate::config::Flags::default(),
+        None,
+    )
+    .expect("the project loads");
+    (dir, root, loaded)
+}
+
+#[test]
+fn the_spec_of_a_project_has_its_folder_watch_paths_and_keys() {
+    let (_dir, root, loaded) =
+        loaded("watch-paths = [\"schema\"]\nwatch-ignore = [\"*.tmp\"]\nwatch-debounce-ms = 250");
+    let state = root.join(".portguard");
+    let spec = super::spec(&loaded, crate::project::Features::default(), &state).expect("the spec");
+    assert_eq!(spec.roots, [root.clone(), root.join("schema")]);
+    assert_eq!(
+        spec.excluded,
+        [loaded.project.target_directory.clone(), state]
+    );
+    assert_eq!(spec.ignore, ["*.tmp"]);
+    assert_eq!(spec.debounce, Duration::from_millis(250));
+}
+
+#[test]
+fn a_watch_path_that_does_not_exist_is_bad_input_naming_it() {
+    let (_dir, root, loaded) = loaded("watch-paths = [\"schema\", \"../nowhere\"]");
+    let error = super::spec(&loaded, crate::project::Features::default(), &root)
+        .expect_err("a missing watch path is bad input");
+    assert!(
+        error.0.contains("../nowhere") && error.0.contains("[package.metadata.portguard]"),
+        "{}",
+        error.0
+    );
+}
