@@ -224,6 +224,10 @@ pub(crate) struct RunArgs {
     /// With --detach, print one JSON object (a status entry) instead of the port
     #[arg(long, requires = "detach")]
     pub(crate) json: bool,
+    /// Rebuild on save and swap the new build in while the old one serves (see Reload on save in
+    /// the README)
+    #[arg(long)]
+    pub(crate) watch: bool,
     /// Run N copies of the server accepting on one socket (socket handoff only; default: 1)
     #[arg(long, value_name = "N", value_parser = parse_replicas)]
     pub(crate) replicas: Option<u32>,

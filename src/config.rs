@@ -116,6 +116,12 @@ pub(crate) struct Config {
     pub(crate) health_path: Sourced<Option<String>>,
     pub(crate) ready_timeout: Sourced<Duration>,
     pub(crate) bin: Sourced<Option<String>>,
+    /// `watch-paths` as written: relative ones are relative to the package folder (see
+    /// [`Config::watch_paths`]).
+    pub(crate) watch_paths: Sourced<Vec<PathBuf>>,
+    /// `watch-ignore`: gitignore-syntax patterns, each checked.
+    pub(crate) watch_ignore: Sourced<Vec<String>>,
+    pub(crate) watch_debounce: Sourced<Duration>,
     /// The selected `env.<NAME>` table, if any.
     pub(crate) env_name: Option<Sourced<String>>,
 }
@@ -222,6 +228,9 @@ impl Default for Config {
             health_path: default(None),
             ready_timeout: default(Duration::from_mins(5)),
             bin: default(None),
+            watch_paths: default(Vec::new()),
+            watch_ignore: default(Vec::new()),
+            watch_debounce: default(Duration::from_millis(100)),
             env_name: None,
         }
     }
@@ -247,6 +256,16 @@ impl Config {
             .chain(range)
             .filter(|&port| seen.insert(port))
             .take(limit)
+            .collect()
+    }
+
+    /// `watch-paths`, relative ones joined to the package folder `package_root`.
+    #[must_use]
+    pub(crate) fn watch_paths(&self, package_root: &Path) -> Vec<PathBuf> {
+        self.watch_paths
+            .value
+            .iter()
+            .map(|path| package_root.join(path))
             .collect()
     }
 
@@ -306,6 +325,17 @@ pub(crate) fn settings(config: &Config) -> Vec<Setting> {
         setting("health-path", &config.health_path, |v| serde_json::json!(v)),
         setting("ready-timeout-ms", &config.ready_timeout, millis),
         setting("bin", &config.bin, |v| serde_json::json!(v)),
+        setting("watch-paths", &config.watch_paths, |v| {
+            serde_json::json!(
+                v.iter()
+                    .map(|path| path.to_string_lossy())
+                    .collect::<Vec<_>>()
+            )
+        }),
+        setting("watch-ignore", &config.watch_ignore, |v| {
+            serde_json::json!(v)
+        }),
+        setting("watch-debounce-ms", &config.watch_debounce, millis),
     ]
 }
 
@@ -407,23 +437,7 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
     let package = tables(inputs.package_metadata, Scope::Package)?.unwrap_or_default();
 
     let dotenv = inputs.dotenv.map(dotenv::read).transpose()?.flatten();
-    let dotenv_layer = match &dotenv {
-        Some(dotenv) => Layer::from_vars(|name| {
-            Ok(dotenv.get(name).map(|(text, line)| {
-                let source = Source::DotEnv {
-                    path: dotenv.path.clone(),
-                    line,
-                };
-                let culprit = Culprit::DotEnv {
-                    name,
-                    path: &dotenv.path,
-                    line,
-                };
-                (text.to_owned(), source, culprit)
-            }))
-        })?,
-        None => Layer::default(),
-    };
+    let dotenv_layer = dotenv.as_ref().map_or(Ok(Layer::default()), dotenv_layer)?;
     let var_layer = Layer::from_vars(|name| {
         Ok(var(inputs, name)?
             .map(|text| (text, Source::EnvVar(name.to_owned()), Culprit::Var(name))))
@@ -498,9 +512,34 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> Result<(Config, Vec<Warning>), Bad
             defaults.ready_timeout,
         ),
         bin: pick(&layers, |l| l.bin.as_ref(), defaults.bin),
+        watch_paths: pick(&layers, |l| l.watch_paths.as_ref(), defaults.watch_paths),
+        watch_ignore: pick(&layers, |l| l.watch_ignore.as_ref(), defaults.watch_ignore),
+        watch_debounce: pick(
+            &layers,
+            |l| l.watch_debounce.as_ref(),
+            defaults.watch_debounce,
+        ),
         env_name,
     };
     Ok((config, warnings))
+}
+
+/// The layer of the variables a `.env` file sets.
+fn dotenv_layer(dotenv: &dotenv::DotEnv) -> Result<Layer, BadInput> {
+    Layer::from_vars(|name| {
+        Ok(dotenv.get(name).map(|(text, line)| {
+            let source = Source::DotEnv {
+                path: dotenv.path.clone(),
+                line,
+            };
+            let culprit = Culprit::DotEnv {
+                name,
+                path: &dotenv.path,
+                line,
+            };
+            (text.to_owned(), source, culprit)
+        }))
+    })
 }
 
 /// A candidate key: from the strongest flag, variable or `.env` line that sets it, else from

@@ -3,7 +3,7 @@
 //! The binaries `cargo-serve-safe` and `cargo-portguard` are thin: they hand their arguments to
 //! [`app`] and exit with the code it returns. The layers, each importing only those below it:
 //! `app` → `commands` → the domain modules (`instance`, `supervise`, `port`, `reserve`,
-//! `config`, `project`, `health`, `scaffold`, `generate`) → `os` and `output`.
+//! `config`, `project`, `health`, `scaffold`, `generate`, `watch`) → `os` and `output`.
 
 pub mod app;
 mod cli;
@@ -23,6 +23,9 @@ mod runtime;
 mod scaffold;
 mod signals;
 mod supervise;
+// Until `serve` starts it for `--watch`.
+#[cfg_attr(not(test), allow(dead_code))]
+mod watch;
 
 /// What `cargo bench` measures beside the peers (port selection with reservations); not an
 /// interface of its own.

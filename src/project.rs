@@ -73,6 +73,17 @@ pub(crate) struct Project {
     pub(crate) workspace_manifest: PathBuf,
     pub(crate) workspace_metadata: serde_json::Value,
     pub(crate) package: Package,
+    /// Where cargo builds (`CARGO_TARGET_DIR`, `build.target-dir`, else `target/` at the root).
+    pub(crate) target_directory: PathBuf,
+}
+
+/// The features a build is asked for, which decide the optional dependencies it has.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Features<'a> {
+    /// `--features`, as given (space or comma separated, `dep/feature` too).
+    pub(crate) names: &'a [String],
+    pub(crate) all: bool,
+    pub(crate) no_default: bool,
 }
 
 impl Project {
@@ -119,6 +130,7 @@ impl Project {
             workspace_manifest: workspace_root.join("Cargo.toml"),
             workspace_root,
             workspace_metadata: metadata.workspace_metadata.clone(),
+            target_directory: metadata.target_directory.clone().into_std_path_buf(),
             package,
         })
     }
@@ -133,6 +145,85 @@ impl Project {
         self.manifest_path()
             .parent()
             .unwrap_or(&self.workspace_root)
+    }
+
+    /// What `--watch` watches: the package's folder, then the folders of the local path
+    /// dependencies its build has with `features` (packages without a source in cargo's
+    /// resolve, transitively, dev-dependencies aside), each once. Asks cargo with `--offline`:
+    /// the dependencies are there once the first build has run, and a save must not wait on the
+    /// network. When cargo cannot answer, warns and watches the package's folder alone.
+    #[must_use]
+    pub(crate) fn watch_roots(&self, cargo: &Path, features: Features<'_>) -> Vec<PathBuf> {
+        let own = self.package_root().to_owned();
+        match self.path_dependencies(cargo, features) {
+            Ok(folders) => std::iter::once(own.clone())
+                .chain(folders.into_iter().filter(|folder| *folder != own))
+                .collect(),
+            Err(error) => {
+                crate::output::warning(format_args!(
+                    "{error:#}; --watch watches `{}` alone",
+                    own.display()
+                ));
+                vec![own]
+            }
+        }
+    }
+
+    /// The folders of the package's local path dependencies, sorted.
+    fn path_dependencies(&self, cargo: &Path, features: Features<'_>) -> Result<Vec<PathBuf>> {
+        use cargo_metadata::{CargoOpt, DependencyKind};
+        use std::collections::{BTreeSet, HashMap, HashSet};
+
+        let mut command = MetadataCommand::new();
+        command
+            .cargo_path(cargo)
+            .current_dir(self.package_root())
+            .manifest_path(self.manifest_path())
+            .other_options(vec!["--offline".to_owned()]);
+        if features.all {
+            command.features(CargoOpt::AllFeatures);
+        }
+        if features.no_default {
+            command.features(CargoOpt::NoDefaultFeatures);
+        }
+        if !features.names.is_empty() {
+            command.features(CargoOpt::SomeFeatures(features.names.to_vec()));
+        }
+        let metadata = command.exec().map_err(|error| {
+            let detail = match &error {
+                cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("could not find the local path dependencies: {detail}")
+        })?;
+        let resolve = metadata
+            .resolve
+            .as_ref()
+            .context("could not find the local path dependencies: cargo gave no resolve")?;
+        let nodes: HashMap<_, _> = resolve.nodes.iter().map(|node| (&node.id, node)).collect();
+        let packages: HashMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+        let mut seen = HashSet::from([&self.package.id]);
+        let mut pending = vec![&self.package.id];
+        let mut folders = BTreeSet::new();
+        while let Some(id) = pending.pop() {
+            let Some(node) = nodes.get(id) else { continue };
+            for dep in &node.deps {
+                let built = dep
+                    .dep_kinds
+                    .iter()
+                    .any(|info| info.kind != DependencyKind::Development);
+                if built && seen.insert(&dep.pkg) {
+                    pending.push(&dep.pkg);
+                    if let Some(package) = packages.get(&dep.pkg)
+                        && package.source.is_none()
+                        && let Some(folder) = package.manifest_path.parent()
+                    {
+                        folders.insert(folder.as_std_path().to_owned());
+                    }
+                }
+            }
+        }
+        Ok(folders.into_iter().collect())
     }
 
     /// The target to run: `--example`, `--bin`, the configured `bin`, the only binary, or
@@ -267,5 +358,91 @@ fn pick_package(
                 names.join(", ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("folder");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// A library package `name` at `root/name` with these `[dependencies]` lines.
+    fn library(root: &Path, name: &str, dependencies: &str) {
+        write(
+            &root.join(name).join("Cargo.toml"),
+            &format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                 [dependencies]\n{dependencies}\n"
+            ),
+        );
+        write(&root.join(name).join("src/lib.rs"), "");
+    }
+
+    /// `app` (a binary) depends on `../shared`, which depends on `../deeper`; `../testkit` is
+    /// only a dev-dependency and `../extra` an optional dependency behind the feature `extra`.
+    fn projects() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical folder");
+        write(
+            &root.join("app/Cargo.toml"),
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [dependencies]\nshared = { path = \"../shared\" }\n\
+             extra = { path = \"../extra\", optional = true }\n\n\
+             [dev-dependencies]\ntestkit = { path = \"../testkit\" }\n",
+        );
+        write(&root.join("app/src/main.rs"), "fn main() {}\n");
+        library(&root, "shared", "deeper = { path = \"../deeper\" }");
+        library(&root, "deeper", "");
+        library(&root, "testkit", "");
+        library(&root, "extra", "");
+        (dir, root)
+    }
+
+    #[test]
+    fn watch_roots_are_the_package_and_its_local_path_dependencies() {
+        let (_dir, root) = projects();
+        let cargo = find_cargo(&|name| std::env::var_os(name)).expect("cargo");
+        let app = root.join("app");
+        let project = Project::locate(&cargo, &app, None, None, None).expect("the project");
+        assert_eq!(
+            project.watch_roots(&cargo, Features::default()),
+            [app.clone(), root.join("deeper"), root.join("shared")]
+        );
+        let features = ["extra".to_owned()];
+        let with_extra = Features {
+            names: &features,
+            ..Features::default()
+        };
+        assert_eq!(
+            project.watch_roots(&cargo, with_extra),
+            [
+                app,
+                root.join("deeper"),
+                root.join("extra"),
+                root.join("shared")
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_roots_fall_back_to_the_package_when_cargo_cannot_answer() {
+        let (_dir, root) = projects();
+        let cargo = find_cargo(&|name| std::env::var_os(name)).expect("cargo");
+        let app = root.join("app");
+        let project = Project::locate(&cargo, &app, None, None, None).expect("the project");
+        // The dependency is gone after the package was read: cargo's resolve fails.
+        std::fs::remove_dir_all(root.join("deeper")).expect("remove");
+        let (roots, _, stderr) =
+            crate::output::capture(|| project.watch_roots(&cargo, Features::default()));
+        assert_eq!(roots, std::slice::from_ref(&app));
+        let stderr = String::from_utf8_lossy(&stderr);
+        assert!(
+            stderr.contains("--watch watches") && stderr.contains(&app.display().to_string()),
+            "{stderr}"
+        );
     }
 }

@@ -248,8 +248,13 @@ mod tests {
             ),
             shutdown_timeout: from(
                 std::time::Duration::from_millis(2500),
-                Source::WorkspaceTable(manifest),
+                Source::WorkspaceTable(manifest.clone()),
             ),
+            watch_paths: from(
+                vec!["../proto".into()],
+                Source::PackageTable(manifest.clone()),
+            ),
+            watch_ignore: from(vec!["*.tmp".into()], Source::WorkspaceTable(manifest)),
             env_name: Some(from("dev".into(), Source::Flag("--env".into()))),
             ..Config::default()
         }
@@ -273,6 +278,9 @@ mod tests {
                 "health-path",
                 "ready-timeout-ms",
                 "bin",
+                "watch-paths",
+                "watch-ignore",
+                "watch-debounce-ms",
             ]
         );
     }
@@ -306,6 +314,9 @@ shutdown-timeout-ms = 2500       (`/src/api/Cargo.toml` [workspace.metadata.port
 health-path = \"/health\"          (`/src/api/Cargo.toml` [package.metadata.portguard])
 ready-timeout-ms = 300000        (default)
 bin = none                       (default)
+watch-paths = [\"../proto\"]       (`/src/api/Cargo.toml` [package.metadata.portguard])
+watch-ignore = [\"*.tmp\"]         (`/src/api/Cargo.toml` [workspace.metadata.portguard])
+watch-debounce-ms = 100          (default)
 ";
         assert_eq!(text, expected);
     }
@@ -371,7 +382,7 @@ bin = none                       (default)
     fn without_an_environment_there_is_no_environment_line() {
         let text = render("api", Path::new("/src/api/Cargo.toml"), &Config::default());
         assert!(!text.contains("environment"), "{text}");
-        assert_eq!(text.lines().count(), 13, "{text}");
+        assert_eq!(text.lines().count(), 16, "{text}");
     }
 
     #[test]
@@ -402,7 +413,7 @@ bin = none                       (default)
             json!({"value": "dev", "source": "flag", "flag": "--env"})
         );
         let settings = &json["settings"];
-        assert_eq!(settings.as_object().expect("object").len(), 12);
+        assert_eq!(settings.as_object().expect("object").len(), 15);
         assert_eq!(
             settings["preferred-port"],
             json!({"value": 6001, "source": "flag", "flag": "--port"})
@@ -429,6 +440,18 @@ bin = none                       (default)
         );
         assert_eq!(settings["bin"], json!({"value": null, "source": "default"}));
         assert_eq!(
+            settings["watch-paths"],
+            json!({"value": ["../proto"], "source": "package_table", "path": "/src/api/Cargo.toml"})
+        );
+        assert_eq!(
+            settings["watch-ignore"],
+            json!({"value": ["*.tmp"], "source": "workspace_table", "path": "/src/api/Cargo.toml"})
+        );
+        assert_eq!(
+            settings["watch-debounce-ms"],
+            json!({"value": 100, "source": "default"})
+        );
+        assert_eq!(
             settings["check-timeout-ms"],
             json!({"value": 1000, "source": "default"})
         );
@@ -451,7 +474,7 @@ bin = none                       (default)
             "{text}"
         );
         assert!(
-            text.ends_with("\"bin\":{\"value\":null,\"source\":\"default\"}}}"),
+            text.ends_with("\"watch-debounce-ms\":{\"value\":100,\"source\":\"default\"}}}"),
             "{text}"
         );
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -27,9 +27,12 @@ enum Key {
     HealthPath,
     ReadyTimeout,
     Bin,
+    WatchPaths,
+    WatchIgnore,
+    WatchDebounce,
 }
 
-const KEYS: [(&str, Key); 12] = [
+const KEYS: [(&str, Key); 15] = [
     ("preferred-port", Key::PreferredPort),
     ("fallback-ports", Key::FallbackPorts),
     ("port-range", Key::PortRange),
@@ -42,6 +45,9 @@ const KEYS: [(&str, Key); 12] = [
     ("health-path", Key::HealthPath),
     ("ready-timeout-ms", Key::ReadyTimeout),
     ("bin", Key::Bin),
+    ("watch-paths", Key::WatchPaths),
+    ("watch-ignore", Key::WatchIgnore),
+    ("watch-debounce-ms", Key::WatchDebounce),
 ];
 
 /// The keys a portguard table may hold, `env` aside.
@@ -76,6 +82,9 @@ pub(super) struct Layer {
     pub(super) health_path: Option<Sourced<Option<String>>>,
     pub(super) ready_timeout: Option<Sourced<Duration>>,
     pub(super) bin: Option<Sourced<Option<String>>>,
+    pub(super) watch_paths: Option<Sourced<Vec<PathBuf>>>,
+    pub(super) watch_ignore: Option<Sourced<Vec<String>>>,
+    pub(super) watch_debounce: Option<Sourced<Duration>>,
 }
 
 impl Layer {
@@ -129,6 +138,15 @@ impl Layer {
             }
             Key::Bin => {
                 self.bin = Some(sourced(value::bin(raw, culprit)?, source));
+            }
+            Key::WatchPaths => {
+                self.watch_paths = Some(sourced(value::paths(raw, culprit)?, source));
+            }
+            Key::WatchIgnore => {
+                self.watch_ignore = Some(sourced(value::globs(raw, culprit)?, source));
+            }
+            Key::WatchDebounce => {
+                self.watch_debounce = Some(sourced(value::millis(raw, culprit, 0)?, source));
             }
         }
         Ok(())

@@ -831,6 +831,7 @@ proptest! {
             "check-timeout-ms",
             "shutdown-timeout-ms",
             "ready-timeout-ms",
+            "watch-debounce-ms",
         ]),
         n in prop_oneof![
             any::<i64>(),
@@ -842,7 +843,7 @@ proptest! {
         let range = match key {
             "preferred-port" => 1..=65535,
             "max-attempts" => 1..=i64::from(u32::MAX),
-            "shutdown-timeout-ms" => 0..=i64::from(i32::MAX),
+            "shutdown-timeout-ms" | "watch-debounce-ms" => 0..=i64::from(i32::MAX),
             _ => 1..=i64::from(i32::MAX),
         };
         match scope.case(one_key(key, json!(n))).run().result {

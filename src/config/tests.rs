@@ -129,7 +129,73 @@ fn defaults() {
     assert_eq!(config.health_path.value, None);
     assert_eq!(config.ready_timeout.value, Duration::from_mins(5));
     assert_eq!(config.bin.value, None);
+    assert_eq!(config.watch_paths.value, Vec::<PathBuf>::new());
+    assert_eq!(config.watch_ignore.value, Vec::<String>::new());
+    assert_eq!(config.watch_debounce.value, Duration::from_millis(100));
     assert_eq!(config.env_name, None);
+}
+
+#[test]
+fn watch_keys_take_the_strongest_table() {
+    let config = Case::default()
+        .ws(json!({
+            "watch-paths": ["../shared"],
+            "watch-ignore": ["*.tmp"],
+            "watch-debounce-ms": 300,
+        }))
+        .pkg(json!({
+            "watch-ignore": ["fixtures/", "!fixtures/keep.rs"],
+            "env": { "dev": { "watch-debounce-ms": 0 } },
+        }))
+        .ok();
+    assert_eq!(
+        config.watch_paths,
+        sourced(vec![PathBuf::from("../shared")], ws_src())
+    );
+    assert_eq!(
+        config.watch_ignore,
+        sourced(
+            vec!["fixtures/".to_owned(), "!fixtures/keep.rs".to_owned()],
+            pkg_src()
+        )
+    );
+    assert_eq!(
+        config.watch_debounce,
+        sourced(Duration::from_millis(300), ws_src())
+    );
+    assert_eq!(
+        config.watch_paths(Path::new("/p")),
+        [PathBuf::from("/p/../shared")]
+    );
+    let mut case = Case::default().pkg(json!({
+        "watch-debounce-ms": 50,
+        "env": { "dev": { "watch-debounce-ms": 0, "watch-paths": ["/abs/proto"] } },
+    }));
+    case.env_flag = Some("dev");
+    let config = case.ok();
+    assert_eq!(
+        config.watch_debounce,
+        sourced(Duration::ZERO, env_src(PKG, "dev"))
+    );
+    assert_eq!(
+        config.watch_paths(Path::new("/p")),
+        [PathBuf::from("/abs/proto")]
+    );
+}
+
+#[test]
+fn a_bad_watch_ignore_pattern_names_the_key_the_value_and_the_table() {
+    let message = Case::default()
+        .pkg(json!({ "env": { "dev": { "watch-ignore": ["*.tmp", "src/{a,b"] } } }))
+        .err();
+    assert_mentions(
+        &message,
+        &[
+            "invalid value `src/{a,b`",
+            "`package.metadata.portguard.env.dev.watch-ignore[1]` in `/p/Cargo.toml`",
+            "a glob pattern",
+        ],
+    );
 }
 
 #[test]
@@ -579,6 +645,42 @@ fn bad_manifest_values() {
             "starting with `/`",
         ),
         (json!({ "bin": "" }), "bin", "``", "binary target"),
+        (
+            json!({ "watch-paths": "proto" }),
+            "watch-paths",
+            "`\"proto\"`",
+            "an array of paths",
+        ),
+        (
+            json!({ "watch-paths": ["proto", 3] }),
+            "watch-paths[1]",
+            "`3`",
+            "a path",
+        ),
+        (
+            json!({ "watch-paths": [""] }),
+            "watch-paths[0]",
+            "``",
+            "a path",
+        ),
+        (
+            json!({ "watch-ignore": [true] }),
+            "watch-ignore[0]",
+            "`true`",
+            "a glob pattern",
+        ),
+        (
+            json!({ "watch-ignore": ["[z-a]"] }),
+            "watch-ignore[0]",
+            "`[z-a]`",
+            "a glob pattern",
+        ),
+        (
+            json!({ "watch-debounce-ms": -1 }),
+            "watch-debounce-ms",
+            "`-1`",
+            "milliseconds from 0",
+        ),
     ];
     for (table, key, value, expected) in cases {
         let message = Case::default().pkg(table.clone()).err();

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -24,6 +24,10 @@ const HANDOFF: &str = "`env` or `socket`";
 const HEALTH_PATH: &str = "a path starting with `/`, without spaces or control characters";
 const BIN: &str = "the name of a binary target";
 const BOOL: &str = "`true` or `false`";
+const PATHS: &str = "an array of paths";
+const PATH: &str = "a path (relative ones are relative to the package folder)";
+const GLOBS: &str = "an array of glob patterns";
+const GLOB: &str = "a glob pattern in gitignore syntax";
 
 /// The longest timeout accepted, in milliseconds. Timeouts end up in `poll(2)`-style calls that
 /// take an `int` of milliseconds and in `Instant` arithmetic that panics on overflow; about 24
@@ -326,4 +330,62 @@ pub(super) fn bin(raw: Raw<'_>, culprit: &Culprit<'_>) -> Result<Option<String>,
     } else {
         Ok(Some(text.to_owned()))
     }
+}
+
+/// The strings of an array; text (which no variable gives today) is one string.
+fn strings<'a, 'c>(
+    raw: Raw<'a>,
+    culprit: &Culprit<'c>,
+    expected: &str,
+) -> Result<Vec<(Raw<'a>, Culprit<'c>)>, BadInput> {
+    match raw {
+        Raw::Json(Value::Array(items)) => Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (Raw::Json(item), culprit.element(i)))
+            .collect()),
+        Raw::Json(_) => Err(wrong_type(&raw, culprit, expected)),
+        Raw::Text(_) => Ok(vec![(raw, culprit.clone())]),
+    }
+}
+
+/// `watch-paths`: paths as written; the watcher resolves relative ones.
+pub(super) fn paths(raw: Raw<'_>, culprit: &Culprit<'_>) -> Result<Vec<PathBuf>, BadInput> {
+    strings(raw, culprit, PATHS)?
+        .into_iter()
+        .map(|(item, culprit)| {
+            let text = item.string(&culprit, PATH)?;
+            if text.trim().is_empty() {
+                Err(item.invalid(&culprit, PATH))
+            } else {
+                Ok(PathBuf::from(text))
+            }
+        })
+        .collect()
+}
+
+/// `watch-ignore`: patterns the `ignore` crate accepts, as the watcher will read them.
+pub(super) fn globs(raw: Raw<'_>, culprit: &Culprit<'_>) -> Result<Vec<String>, BadInput> {
+    strings(raw, culprit, GLOBS)?
+        .into_iter()
+        .map(|(item, culprit)| {
+            let text = item.string(&culprit, GLOB)?;
+            let mut builder = ignore::gitignore::GitignoreBuilder::new("");
+            match builder.add_line(None, text) {
+                Ok(_) => Ok(text.to_owned()),
+                Err(error) => {
+                    let expected = format!("{GLOB} ({})", glob_error(&error));
+                    Err(item.invalid(&culprit, &expected))
+                }
+            }
+        })
+        .collect()
+}
+
+/// What is wrong with a glob, without the glob itself (the message shows it already).
+fn glob_error(error: &ignore::Error) -> String {
+    let text = error.to_string();
+    // The `ignore` crate says "error parsing glob '...': <what>".
+    text.rsplit_once("': ")
+        .map_or(text.clone(), |(_, what)| what.to_owned())
 }

@@ -698,7 +698,7 @@ fn dotenv_path(project: &TestProject) -> PathBuf {
 }
 
 /// Every key of the contract's table (`env.<NAME>` is `config`'s `environment`).
-const CONTRACT_KEYS: [&str; 12] = [
+const CONTRACT_KEYS: [&str; 15] = [
     "preferred-port",
     "fallback-ports",
     "port-range",
@@ -711,6 +711,9 @@ const CONTRACT_KEYS: [&str; 12] = [
     "health-path",
     "ready-timeout-ms",
     "bin",
+    "watch-paths",
+    "watch-ignore",
+    "watch-debounce-ms",
 ];
 
 /// A project whose settings come from every kind of table and file: the package table, its
@@ -752,6 +755,9 @@ fn config_shows_where_each_value_comes_from() {
         ("health-path", "\"/health\"", package.as_str()),
         ("ready-timeout-ms", "300000", "default"),
         ("bin", "none", "default"),
+        ("watch-paths", "[]", "default"),
+        ("watch-ignore", "[]", "default"),
+        ("watch-debounce-ms", "100", "default"),
     ];
     for (key, value, source) in expected {
         assert_eq!(config_line(&stdout, key), (value, source), "{stdout}");
@@ -920,5 +926,47 @@ fn config_exits_2_on_bad_input_as_run_does() {
         &["--port", "0"],
         &[],
         &["invalid value '0' for '--port <PORT>'"],
+    );
+    let project = good_project();
+    project.set_metadata("watch-ignore = [\"*.tmp\", \"src/{a,b\"]");
+    let culprit = format!(
+        "invalid value `src/{{a,b` for `package.metadata.portguard.watch-ignore[1]` in `{}`: \
+         expected a glob pattern in gitignore syntax",
+        manifest(&project).display()
+    );
+    assert_config_bad_input(&project, &[], &[], &[&culprit]);
+}
+
+#[test]
+fn config_shows_the_watch_keys_from_the_tables() {
+    let project = TestProject::fixture();
+    set_workspace_metadata(&project, "watch-debounce-ms = 250");
+    project.set_metadata("watch-paths = [\"../proto\"]\nwatch-ignore = [\"*.snap\"]");
+    let manifest = manifest(&project);
+    let package = format!("`{}` [package.metadata.portguard]", manifest.display());
+    let workspace = format!("`{}` [workspace.metadata.portguard]", manifest.display());
+    let stdout = config_stdout(&project, &[], &[]);
+    assert_eq!(
+        config_line(&stdout, "watch-paths"),
+        ("[\"../proto\"]", package.as_str())
+    );
+    assert_eq!(
+        config_line(&stdout, "watch-ignore"),
+        ("[\"*.snap\"]", package.as_str())
+    );
+    assert_eq!(
+        config_line(&stdout, "watch-debounce-ms"),
+        ("250", workspace.as_str())
+    );
+    let run = run_config(&project, &["--json"], &[]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let manifest = manifest.to_str().expect("UTF-8 path");
+    assert_eq!(
+        json["settings"]["watch-paths"],
+        serde_json::json!({"value": ["../proto"], "source": "package_table", "path": manifest})
+    );
+    assert_eq!(
+        json["settings"]["watch-debounce-ms"],
+        serde_json::json!({"value": 250, "source": "workspace_table", "path": manifest})
     );
 }
