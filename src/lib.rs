@@ -23,8 +23,6 @@ mod runtime;
 mod scaffold;
 mod signals;
 mod supervise;
-// Until `serve` starts it for `--watch`.
-#[cfg_attr(not(test), allow(dead_code))]
 mod watch;
 
 /// What `cargo bench` measures beside the peers (port selection with reservations); not an

@@ -98,7 +98,21 @@ impl Changes {
                 .display()
                 .to_string()
         };
-        match self.paths.as_slice() {
+        // An editor's save often writes a temporary file and renames it over the real one:
+        // the file that is gone by now is not what the developer changed. A deletion alone
+        // is still named.
+        let present: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .filter(|path| path.symlink_metadata().is_ok())
+            .cloned()
+            .collect();
+        let paths = if present.is_empty() {
+            &self.paths
+        } else {
+            &present
+        };
+        match paths.as_slice() {
             [] => "nothing".to_owned(),
             [only] => shown(only),
             [first, second] => format!("{} and {}", shown(first), shown(second)),
@@ -255,6 +269,27 @@ struct Rules {
     ignore_files: HashMap<PathBuf, Vec<Gitignore>>,
 }
 
+/// Whether `path` lies in a folder that cargo made to create `excluded` (its target folder)
+/// atomically: `targetXXXXXX` beside it, renamed into place at once, so gone by the time the
+/// change is looked at.
+fn is_staging_of(path: &Path, excluded: &Path) -> bool {
+    let (Some(parent), Some(name)) = (excluded.parent(), excluded.file_name()) else {
+        return false;
+    };
+    let Ok(relative) = path.strip_prefix(parent) else {
+        return false;
+    };
+    let Some(Component::Normal(first)) = relative.components().next() else {
+        return false;
+    };
+    let staging = parent.join(first);
+    first != name
+        && first
+            .as_encoded_bytes()
+            .starts_with(name.as_encoded_bytes())
+        && staging.symlink_metadata().is_err()
+}
+
 /// Folder names excluded wherever they are.
 const EXCLUDED_NAMES: [&str; 2] = [".git", ".portguard"];
 
@@ -296,7 +331,7 @@ impl Rules {
         if self
             .excluded
             .iter()
-            .any(|excluded| path.starts_with(excluded))
+            .any(|excluded| path.starts_with(excluded) || is_staging_of(path, excluded))
         {
             return false;
         }

@@ -19,12 +19,13 @@ use crate::instance::{
 use crate::os;
 use crate::output;
 use crate::port;
-use crate::project::{Project, Target};
+use crate::project::{Features, Project, Target};
 use crate::reserve::Reservations;
 use crate::supervise::NotifySocket;
 use crate::supervise::build::BuildReport;
 use crate::supervise::report::Reporter;
 use crate::supervise::{self, Ending, Launch, Observer, Supervisor};
+use crate::watch;
 
 mod detach;
 mod progress;
@@ -39,15 +40,13 @@ struct Plan {
     target: Target,
     instance: InstanceName,
     state: StateDir,
+    /// `--watch`: what to watch, checked before anything starts.
+    watch: Option<watch::Spec>,
 }
 
 impl Plan {
     fn new(context: &Context, common: &CommonArgs, args: &RunArgs) -> Result<Self> {
-        let config::Loaded {
-            cargo,
-            project,
-            config,
-        } = super::load_config(
+        let loaded = super::load_config(
             context,
             common,
             config::Flags {
@@ -56,6 +55,25 @@ impl Plan {
                 bin: args.bin.as_deref(),
             },
         )?;
+        let state = StateDir::locate(
+            &loaded.project.workspace_root,
+            context.path_var("PORTGUARD_STATE_DIR"),
+        );
+        let watch = if args.watch {
+            let features = Features {
+                names: &args.features,
+                all: args.all_features,
+                no_default: args.no_default_features,
+            };
+            Some(watch::spec(&loaded, features, state.path())?)
+        } else {
+            None
+        };
+        let config::Loaded {
+            cargo,
+            project,
+            config,
+        } = loaded;
         if args.replicas.is_some_and(|count| count > 1) && config.handoff.value != Handoff::Socket {
             return Err(BadInput(format!(
                 "`--replicas {}` needs socket handoff: in env handoff each server binds `PORT` \
@@ -66,10 +84,6 @@ impl Plan {
         }
         let target = project.target(args.example.as_deref(), config.bin.value.as_deref())?;
         let instance = InstanceName::new(args.instance.as_deref().unwrap_or(target.name()))?;
-        let state = StateDir::locate(
-            &project.workspace_root,
-            context.path_var("PORTGUARD_STATE_DIR"),
-        );
         Ok(Plan {
             cargo,
             project,
@@ -77,6 +91,7 @@ impl Plan {
             target,
             instance,
             state,
+            watch,
         })
     }
 }
@@ -210,6 +225,11 @@ fn serve_planned(
         dynamic_port: selection.dynamic,
         reporter,
     };
+    // Changes are reported from the first start on: one made while it builds is built next.
+    let _watcher = match &plan.watch {
+        Some(spec) => Some(start_watching(spec.clone(), &plan.project, &supervisor)?),
+        None => None,
+    };
     let ending = supervisor.run(&mut recorder)?;
     let failure = describe_ending(&ending, recorder.record.pid, &supervisor.launch().display());
     drop(supervisor);
@@ -221,6 +241,35 @@ fn serve_planned(
         capture,
         reporter,
     ))
+}
+
+/// Watches the project for `--watch`; each batch of changes reaches the supervisor as one
+/// event, named relative to the package folder.
+fn start_watching(
+    spec: watch::Spec,
+    project: &Project,
+    supervisor: &Supervisor,
+) -> Result<watch::Watcher> {
+    let base = std::fs::canonicalize(project.package_root())
+        .unwrap_or_else(|_| project.package_root().to_owned());
+    let report = supervisor.change_reporter();
+    output::verbose(
+        "Watching",
+        spec.roots
+            .iter()
+            .map(|root| output::inert_path(root))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    watch::start(
+        spec,
+        Box::new(move |changes: watch::Changes| {
+            report(format!(
+                "{} changed",
+                output::inert(&changes.describe(&base))
+            ));
+        }),
+    )
 }
 
 /// Says how the run ended, leaves word of it for `stop`, lets go of the lock, and only then
@@ -488,7 +537,7 @@ fn launch(
         ready_timeout: None,
         replicas: args.replicas.map_or(1, |count| count as usize),
         misplaced_fails: false,
-        watch: false,
+        watch: args.watch,
         swap_timeout: config.ready_timeout.value,
     }
 }

@@ -3,6 +3,7 @@
 //! one only once the new one accepts. Real edits to a fixture's `main.rs` change what `GET /`
 //! answers, so every test sees which build serves.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -122,6 +123,25 @@ fn assert_nothing_refused_or_failed(traffic: &Traffic) {
     assert!(traffic.answered >= 20, "too little traffic: {traffic:#?}");
 }
 
+/// The old build answered first and the new one last; during the swap both accept on the
+/// socket, so their answers may alternate, but no other build answered.
+fn assert_swapped(traffic: &Traffic, old: &str, new: &str) {
+    assert_eq!(
+        traffic.bodies.first().map(String::as_str),
+        Some(old),
+        "{traffic:#?}"
+    );
+    assert_eq!(
+        traffic.bodies.last().map(String::as_str),
+        Some(new),
+        "{traffic:#?}"
+    );
+    assert!(
+        traffic.bodies.iter().all(|body| body == old || body == new),
+        "{traffic:#?}"
+    );
+}
+
 fn status_json(project: &TestProject) -> serde_json::Value {
     let status = project.run_portguard(&["status", "--json"]);
     assert_eq!(status.code(), Some(0), "{}", status.describe());
@@ -161,8 +181,7 @@ fn restart_serves_the_old_build_until_the_new_one_accepts_and_refuses_nothing() 
     eprintln!("traffic during the restart: {traffic:?}");
 
     assert_nothing_refused_or_failed(&traffic);
-    assert_eq!(traffic.bodies.first().map(String::as_str), Some("v1"));
-    assert_eq!(traffic.bodies.last().map(String::as_str), Some("v2"));
+    assert_swapped(&traffic, "v1", "v2");
     assert!(
         traffic.longest_wait < build * 2 / 3,
         "a client waited for the compiler ({:?} with a {build:?} build): {traffic:#?}",
@@ -464,4 +483,243 @@ fn replicas_are_built_once_and_replaced_one_at_a_time() {
         );
     }
     stop(&project, &mut server);
+}
+
+/// Waits until `GET /` answers `expected`; panics with the supervisor's output otherwise.
+fn wait_for_body(port: u16, expected: &str, server: &Running) {
+    assert!(
+        wait_until(RELOAD_TIMEOUT, || http_get_within(
+            port,
+            "/",
+            Duration::from_secs(5)
+        )
+        .is_ok_and(|(_, body)| body.trim() == expected)),
+        "`{expected}` was never served:\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn watch_swaps_in_the_saved_code_and_refuses_nothing() {
+    let project = project_answering("v1", "");
+    let build = Duration::from_millis(1500);
+    set_build_delay(&project, build);
+    let (mut server, port) = serve(&project, &["--watch", "--", "--graceful"]);
+    let reloads_before = 0;
+
+    let traffic = under_traffic(port, || {
+        set_body(&project, "v2");
+        wait_for_body(port, "v2", &server);
+    });
+    eprintln!("traffic during the reload: {traffic:?}");
+    assert_nothing_refused_or_failed(&traffic);
+    assert_swapped(&traffic, "v1", "v2");
+    assert!(
+        traffic.longest_wait < build * 2 / 3,
+        "a client waited for the compiler ({:?} with a {build:?} build): {traffic:#?}",
+        traffic.longest_wait
+    );
+    let stderr = server.stderr();
+    let reloaded: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.trim_start().starts_with("Reloaded in "))
+        .collect();
+    assert_eq!(reloaded.len(), reloads_before + 1, "{stderr}");
+    let last = reloaded.last().expect("a reload line");
+    assert!(
+        last.contains("(build ") && last.ends_with("after src/main.rs changed"),
+        "{last}"
+    );
+    let status = status_json(&project);
+    assert_eq!(status["generation"], reloads_before + 1, "{status}");
+    assert_eq!(status["build"]["cause"], "src/main.rs changed", "{status}");
+    stop(&project, &mut server);
+}
+
+#[test]
+fn a_compile_error_keeps_the_old_server_answering_until_the_next_good_save() {
+    let project = project_answering("v1", "");
+    let (mut server, port) = serve(&project, &["--watch"]);
+    let pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
+    project.write_file(
+        "src/main.rs",
+        "fn main() {\n    server_core::main_with(undefined_name)\n}\n",
+    );
+    server
+        .wait_for_stderr("the last good build keeps serving", RELOAD_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the failed build was not reported:\n{stderr}"));
+    assert!(
+        server
+            .stderr()
+            .contains("cannot find value `undefined_name`"),
+        "cargo's diagnostics are shown:\n{}",
+        server.stderr()
+    );
+    assert_eq!(body(port), "v1");
+    assert_eq!(project.read_pid(FIXTURE_INSTANCE), Some(pid));
+    let status = status_json(&project);
+    assert_eq!(status["build"]["state"], "failed", "{status}");
+    assert!(
+        status["build"]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("undefined_name") && error.contains("src/main.rs")),
+        "{status}"
+    );
+
+    set_body(&project, "v2");
+    wait_for_body(port, "v2", &server);
+    let status = status_json(&project);
+    assert_eq!(status["build"]["state"], "serving", "{status}");
+    assert_eq!(status["generation"], 1, "{status}");
+    stop(&project, &mut server);
+}
+
+#[test]
+fn two_saves_during_one_build_end_on_the_newest_code() {
+    let project = project_answering("v1", "");
+    set_build_delay(&project, Duration::from_millis(2500));
+    let (mut server, port) = serve(&project, &["--watch"]);
+    let traffic = under_traffic(port, || {
+        set_body(&project, "v2");
+        server
+            .wait_for_stderr("Building after src/main.rs changed", RELOAD_TIMEOUT)
+            .unwrap_or_else(|stderr| panic!("no build:\n{stderr}"));
+        thread::sleep(Duration::from_millis(300));
+        set_body(&project, "v3");
+        wait_for_body(port, "v3", &server);
+    });
+    assert_nothing_refused_or_failed(&traffic);
+    assert_swapped(&traffic, "v1", "v3");
+    assert!(
+        !traffic.bodies.iter().any(|body| body == "v2"),
+        "the build of the first save was cancelled for the second: {traffic:#?}"
+    );
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("Cancelled the build under way: src/main.rs changed; building again"),
+        "{stderr}"
+    );
+    assert_eq!(status_json(&project)["generation"], 1);
+    stop(&project, &mut server);
+}
+
+#[test]
+fn changes_under_target_or_ignored_paths_start_no_build() {
+    let project = project_answering("v1", "watch-ignore = [\"scratch/\"]");
+    project.write_file(".gitignore", "notes/\n*.log\n");
+    let (mut server, port) = serve(&project, &["--watch"]);
+    // Let the first start's own writes settle before looking for builds.
+    thread::sleep(Duration::from_millis(500));
+    let before = server.stderr();
+    project.write_file("target/debug/touched.rs", "// a build's output\n");
+    project.write_file("notes/idea.rs", "// ignored by .gitignore\n");
+    project.write_file("server.log", "ignored by .gitignore\n");
+    project.write_file("scratch/try.rs", "// ignored by watch-ignore\n");
+    std::fs::write(project.state_dir().join("note"), "portguard's own folder\n")
+        .expect("write in .portguard");
+    thread::sleep(Duration::from_millis(1500));
+    let after = server.stderr();
+    assert!(
+        !after[before.len()..].contains("Building"),
+        "an ignored change started a build:\n{after}"
+    );
+    // The watch still works: a source change reloads.
+    set_body(&project, "v2");
+    wait_for_body(port, "v2", &server);
+    assert!(
+        server.stderr().contains("after src/main.rs changed"),
+        "{}",
+        server.stderr()
+    );
+    stop(&project, &mut server);
+}
+
+#[test]
+fn a_change_in_a_local_path_dependency_reloads() {
+    let project = TestProject::fixture().own_target_dir();
+    // A copy of the server's library in a folder of its own, as a path dependency outside the
+    // package (each is a workspace of its own, so it cannot sit inside it).
+    let elsewhere = tempfile::Builder::new()
+        .prefix("portguard-test-core-")
+        .tempdir()
+        .expect("create temp dir");
+    let core = elsewhere.path().join("core");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-core"),
+        &core,
+    );
+    let manifest = project.read_file("Cargo.toml");
+    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-core");
+    project.write_file(
+        "Cargo.toml",
+        manifest.replace(&original.display().to_string(), &core.display().to_string()),
+    );
+    project.set_metadata_on_free_port("handoff = \"socket\"");
+    let (mut server, port) = serve(&project, &["--watch"]);
+    assert_eq!(body(port), "fixture");
+
+    let lib = core.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("read the library");
+    assert!(source.contains(".unwrap_or(\"fixture\")"));
+    std::fs::write(
+        &lib,
+        source.replace(".unwrap_or(\"fixture\")", ".unwrap_or(\"core v2\")"),
+    )
+    .expect("edit the library");
+    wait_for_body(port, "core v2", &server);
+    assert!(
+        server.stderr().contains("/core/src/lib.rs changed"),
+        "{}",
+        server.stderr()
+    );
+    stop(&project, &mut server);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    for entry in std::fs::read_dir(from).expect("read folder").flatten() {
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).expect("copy file");
+        }
+    }
+}
+
+#[test]
+fn detach_watch_reloads_with_its_lines_in_the_log() {
+    let project = project_answering("v1", "");
+    let started = project.run_serve_safe(&["--detach", "--watch"]);
+    assert_eq!(started.code(), Some(0), "{}", started.describe());
+    let port = project.read_json(FIXTURE_INSTANCE).expect("a .json")["port"]
+        .as_u64()
+        .expect("a port") as u16;
+    assert_eq!(body(port), "v1");
+    set_body(&project, "v2");
+    assert!(
+        wait_until(RELOAD_TIMEOUT, || http_get_within(
+            port,
+            "/",
+            Duration::from_secs(5)
+        )
+        .is_ok_and(|(_, body)| body.trim() == "v2")),
+        "the detached run never served v2: {}",
+        project.run_portguard(&["logs"]).describe()
+    );
+    let logs = project.run_portguard(&["logs"]);
+    assert!(
+        logs.stdout.contains("Reloaded in") && logs.stdout.contains("after src/main.rs changed"),
+        "{}",
+        logs.describe()
+    );
+    let stopped = project.run_portguard(&["stop"]);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.describe());
+    if let Err(left) = project.wait_until_no_process_left(Duration::from_secs(10)) {
+        panic!("processes left: {left:?}");
+    }
 }
