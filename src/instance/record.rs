@@ -59,8 +59,9 @@ pub(crate) struct Record {
     /// processes that still hold that very socket are the server's, wherever they went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) socket_inode: Option<u64>,
-    /// How many times a new build has taken over during this run (a reload or a restart).
-    #[serde(default)]
+    /// How many times a new build has taken over during this run (a reload or a restart);
+    /// absent before the first.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) generation: u32,
     /// When the last of those took over.
     #[serde(
@@ -167,6 +168,14 @@ mod rfc3339 {
         let text = String::deserialize(d)?;
         humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
     }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's `skip_serializing_if` hands over a reference"
+)]
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// An optional time, in RFC 3339 with milliseconds: reloads come close together.

@@ -56,7 +56,9 @@ pub(crate) struct Running {
     /// for only while the server has not answered; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) diagnosis: Option<String>,
-    /// How many times a new build has taken over (`--watch`, `restart`).
+    /// How many times a new build has taken over (`--watch`, `restart`); absent before the
+    /// first, so that the entry of a run without reloads is the contract's as it was.
+    #[serde(skip_serializing_if = "is_zero")]
     pub(crate) generation: u32,
     /// When the last of those took over, RFC 3339 with milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,4 +168,12 @@ fn running(record: &Record, probe: bool) -> Running {
             .map(|at| humantime::format_rfc3339_millis(at).to_string()),
         build: record.build.clone(),
     }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's `skip_serializing_if` hands over a reference"
+)]
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }

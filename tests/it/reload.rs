@@ -269,7 +269,7 @@ fn a_restart_that_does_not_build_keeps_the_old_server_serving() {
             .is_some_and(|error| error.starts_with("error[E0425]")),
         "{json}"
     );
-    assert_eq!(json["generation"], 0, "{json}");
+    assert!(json.get("generation").is_none(), "no swap yet: {json}");
 
     // The next good build swaps in.
     set_body(&project, "v2");
