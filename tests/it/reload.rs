@@ -142,6 +142,14 @@ fn assert_swapped(traffic: &Traffic, old: &str, new: &str) {
     );
 }
 
+/// `restart`, which must exit 1 saying `needle`; what it printed.
+fn restart_fails_with(project: &TestProject, needle: &str) -> Finished {
+    let restart = project.run_portguard(&["restart"]);
+    assert_eq!(restart.code(), Some(1), "{}", restart.describe());
+    assert!(restart.stderr.contains(needle), "{}", restart.describe());
+    restart
+}
+
 fn status_json(project: &TestProject) -> serde_json::Value {
     let status = project.run_portguard(&["status", "--json"]);
     assert_eq!(status.code(), Some(0), "{}", status.describe());
@@ -221,14 +229,9 @@ fn a_restart_that_does_not_build_keeps_the_old_server_serving() {
         "fn main() {\n    server_core::main_with(undefined_name)\n}\n",
     );
 
-    let restart = project.run_portguard(&["restart"]);
-    assert_eq!(restart.code(), Some(1), "{}", restart.describe());
-    assert!(
-        restart
-            .stderr
-            .contains("the restart of `fixture-server` failed: error[E0425]"),
-        "the restart names the first error:\n{}",
-        restart.describe()
+    let restart = restart_fails_with(
+        &project,
+        "the restart of `fixture-server` failed: error[E0425]",
     );
     assert!(
         restart.stderr.contains("src/main.rs:2"),
@@ -290,14 +293,9 @@ fn a_new_server_that_exits_is_stopped_and_the_old_one_keeps_serving() {
     let pid = project.read_pid(FIXTURE_INSTANCE).expect("a .pid");
     project.write_file("src/main.rs", "fn main() {\n    std::process::exit(3)\n}\n");
 
-    let restart = project.run_portguard(&["restart"]);
-    assert_eq!(restart.code(), Some(1), "{}", restart.describe());
-    assert!(
-        restart
-            .stderr
-            .contains("the new server exited with exit status 3 before it was ready"),
-        "{}",
-        restart.describe()
+    restart_fails_with(
+        &project,
+        "the new server exited with exit status 3 before it was ready",
     );
     assert_eq!(body(port), "v1");
     assert_eq!(project.read_pid(FIXTURE_INSTANCE), Some(pid));
@@ -323,15 +321,7 @@ fn a_new_server_that_is_not_ready_in_time_is_stopped() {
         "src/main.rs",
         "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(3600))\n}\n",
     );
-    let restart = project.run_portguard(&["restart"]);
-    assert_eq!(restart.code(), Some(1), "{}", restart.describe());
-    assert!(
-        restart
-            .stderr
-            .contains("was not ready within 2s (`ready-timeout-ms`)"),
-        "{}",
-        restart.describe()
-    );
+    restart_fails_with(&project, "was not ready within 2s (`ready-timeout-ms`)");
     assert_eq!(body(port), "v1");
     assert_eq!(status_json(&project)["build"]["state"], "server-failed");
     stop(&project, &mut server);
