@@ -713,3 +713,47 @@ fn detach_watch_reloads_with_its_lines_in_the_log() {
         panic!("processes left: {left:?}");
     }
 }
+
+#[test]
+fn in_env_handoff_the_gap_is_a_stop_and_a_start_never_the_build() {
+    let project = TestProject::fixture().own_target_dir();
+    set_body(&project, "v1");
+    project.write_file("build.rs", BUILD_SCRIPT);
+    project.set_metadata_on_free_port("handoff = \"env\"");
+    let build = Duration::from_millis(2000);
+    set_build_delay(&project, build);
+    let (mut server, port) = serve(&project, &["--watch", "--", "--graceful"]);
+
+    let traffic = under_traffic(port, || {
+        set_body(&project, "v2");
+        wait_for_body(port, "v2", &server);
+    });
+    eprintln!("traffic during the reload: {traffic:?}");
+    assert_swapped(&traffic, "v1", "v2");
+    assert!(traffic.failed.is_empty(), "failed: {traffic:#?}");
+    assert!(
+        traffic.longest_wait < build / 2,
+        "the server was down for the build ({:?} with a {build:?} build): {traffic:#?}",
+        traffic.longest_wait
+    );
+    stop(&project, &mut server);
+}
+
+#[test]
+fn watch_started_on_a_compile_error_serves_after_the_fix() {
+    let project = project_answering("v1", "");
+    project.write_file(
+        "src/main.rs",
+        "fn main() {\n    server_core::main_with(undefined_name)\n}\n",
+    );
+    let mut server = project.serve(&["--watch"]);
+    server
+        .wait_for_stderr("the next change rebuilds and starts it", RELOAD_TIMEOUT)
+        .unwrap_or_else(|stderr| panic!("the failed start did not wait for a change:\n{stderr}"));
+    assert!(server.is_running(), "the run ended:\n{}", server.stderr());
+
+    set_body(&project, "v2");
+    let port = ready_port(&server, RELOAD_TIMEOUT);
+    assert_eq!(body(port), "v2");
+    stop(&project, &mut server);
+}
