@@ -730,7 +730,15 @@ fn in_env_handoff_the_gap_is_a_stop_and_a_start_never_the_build() {
     });
     eprintln!("traffic during the reload: {traffic:?}");
     assert_swapped(&traffic, "v1", "v2");
-    assert!(traffic.failed.is_empty(), "failed: {traffic:#?}");
+    // The old server binds its own socket here: connections waiting in its backlog when it
+    // exits are reset by the kernel, and the port refuses until the new one binds. Only that.
+    assert!(
+        traffic
+            .failed
+            .iter()
+            .all(|failure| failure.contains("Connection reset")),
+        "failed: {traffic:#?}"
+    );
     assert!(
         traffic.longest_wait < build / 2,
         "the server was down for the build ({:?} with a {build:?} build): {traffic:#?}",
