@@ -23,14 +23,19 @@ WATCHEXEC_VERSION='^2'
 
 mkdir -p "$peers"
 
+# The first line of BINARY --version (watchexec goes on with its build details).
+version_of() {
+    "$peers/bin/$1" --version 2>/dev/null | head -n 1 || echo "$peers/bin/$1"
+}
+
 # crate_peer CRATE BINARY VERSION: installs CRATE (which provides BINARY) from crates.io.
 crate_peer() {
     if [ -x "$peers/bin/$2" ]; then
-        echo "skipped $1: already installed ($("$peers/bin/$2" --version 2>/dev/null || echo "$peers/bin/$2"))"
+        echo "skipped $1: already installed ($(version_of "$2"))"
     else
         echo "installing $1 $3 from crates.io into $peers"
         "$cargo" install --locked --root "$peers" --version "$3" "$1"
-        echo "installed $1: $("$peers/bin/$2" --version 2>/dev/null || echo "$peers/bin/$2")"
+        echo "installed $1: $(version_of "$2")"
     fi
 }
 

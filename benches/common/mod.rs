@@ -513,7 +513,11 @@ fn crate_peer(dir: &Path, name: &str) -> Result<Peer, String> {
         .arg("--version")
         .output()
         .ok()
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        // The first line: watchexec goes on with its build details.
+        .and_then(|output| {
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.lines().next().map(|line| line.trim().to_owned())
+        })
         .filter(|version| !version.is_empty())
         .unwrap_or_else(|| name.to_owned());
     Ok(Peer { path, version })
