@@ -1,5 +1,6 @@
 //! portguard beside the tools people use for the same jobs today, in one run: `cargo run`,
-//! systemfd, npm's get-port and kill-port. Run with `cargo bench --bench compare` (install the
+//! systemfd, npm's get-port and kill-port, and for reload on save `systemfd … cargo watch` and
+//! watchexec. Run with `cargo bench --bench compare` (install the
 //! peers first with `scripts/install-bench-peers.sh`; a missing one is skipped with a note). It
 //! prints a table and rewrites its section of BENCHMARKS.md.
 //!
@@ -7,13 +8,15 @@
 //! std only), copied to a temp dir and built once, in the dev profile, before anything is
 //! timed: every `cargo run` below only checks that it is fresh. The portguard binaries are the
 //! release builds `cargo bench` makes, called as cargo calls them (`cargo-serve-safe
-//! serve-safe`); one row goes through `cargo serve-safe` for cargo's own dispatch.
+//! serve-safe`); one row goes through `cargo serve-safe` for cargo's own dispatch. The reload
+//! rows (`reload.rs`) edit their own copies of `examples/hello-server` and
+//! `examples/axum-server`, each building into a target folder of its own.
 //!
 //! Environment:
 //! - `PORTGUARD_BENCH_QUICK=1`: a few rounds of each measurement, a 2 s idle window; the table
 //!   is printed, BENCHMARKS.md is left alone.
-//! - `PORTGUARD_BENCH_ONLY=start,select,stop,status,fifty,footprint,restart`: only those (for
-//!   working on one); BENCHMARKS.md is left alone.
+//! - `PORTGUARD_BENCH_ONLY=start,select,stop,status,fifty,footprint,restart,reload`: only those
+//!   (for working on one); BENCHMARKS.md is left alone.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -23,6 +26,8 @@ mod common;
 mod footprint;
 #[path = "compare/operate.rs"]
 mod operate;
+#[path = "compare/reload.rs"]
+mod reload;
 #[path = "compare/select.rs"]
 mod select;
 #[path = "compare/start.rs"]
@@ -36,6 +41,7 @@ use support::TestProject;
 
 use footprint::footprint;
 use operate::{restart_gap, status, stop_to_free_port};
+use reload::reload;
 use select::{port_selection, simultaneous_starts};
 use start::first_response;
 
@@ -53,6 +59,8 @@ struct Plan {
     starts: usize,
     idle: Duration,
     restart_rounds: usize,
+    /// Rounds of each reload-on-save tool, alternated between the tools.
+    reload_rounds: usize,
 }
 
 impl Plan {
@@ -73,6 +81,7 @@ impl Plan {
                 starts: 10,
                 idle: Duration::from_secs(2),
                 restart_rounds: 2,
+                reload_rounds: 1,
             }
         } else {
             Plan {
@@ -85,6 +94,7 @@ impl Plan {
                 starts: 50,
                 idle: Duration::from_secs(10),
                 restart_rounds: 7,
+                reload_rounds: 3,
             }
         }
     }
@@ -127,6 +137,9 @@ fn main() {
     }
     if plan.wants("restart") {
         rows.extend(restart_gap(&project, &plan));
+    }
+    if plan.wants("reload") {
+        rows.extend(reload(&peers, &plan));
     }
 
     let section = format!(

@@ -2,7 +2,8 @@
 # Installs the tools `cargo bench --bench compare` measures portguard against, into
 # `.bench-peers/` at the repository root (ignored by git):
 #
-#   - systemfd, from crates.io, with `cargo install --locked`;
+#   - systemfd, cargo-watch and watchexec (the crate watchexec-cli), from crates.io, with
+#     `cargo install --locked`;
 #   - get-port and kill-port, from the npm registry, when `node` and `npm` are on PATH.
 #
 # Safe to run again: what is already there is kept, and the script says so. The benchmark
@@ -17,16 +18,30 @@ cargo=${CARGO:-cargo}
 SYSTEMFD_VERSION='^0.4'
 GET_PORT_VERSION='^7'
 KILL_PORT_VERSION='^2'
+CARGO_WATCH_VERSION='^8'
+WATCHEXEC_VERSION='^2'
 
 mkdir -p "$peers"
 
-if [ -x "$peers/bin/systemfd" ]; then
-    echo "skipped systemfd: already installed ($("$peers/bin/systemfd" --version 2>/dev/null || echo "$peers/bin/systemfd"))"
-else
-    echo "installing systemfd $SYSTEMFD_VERSION from crates.io into $peers"
-    "$cargo" install --locked --root "$peers" --version "$SYSTEMFD_VERSION" systemfd
-    echo "installed systemfd: $("$peers/bin/systemfd" --version 2>/dev/null || echo "$peers/bin/systemfd")"
-fi
+# The first line of BINARY --version (watchexec goes on with its build details).
+version_of() {
+    "$peers/bin/$1" --version 2>/dev/null | head -n 1 || echo "$peers/bin/$1"
+}
+
+# crate_peer CRATE BINARY VERSION: installs CRATE (which provides BINARY) from crates.io.
+crate_peer() {
+    if [ -x "$peers/bin/$2" ]; then
+        echo "skipped $1: already installed ($(version_of "$2"))"
+    else
+        echo "installing $1 $3 from crates.io into $peers"
+        "$cargo" install --locked --root "$peers" --version "$3" "$1"
+        echo "installed $1: $(version_of "$2")"
+    fi
+}
+
+crate_peer systemfd systemfd "$SYSTEMFD_VERSION"
+crate_peer cargo-watch cargo-watch "$CARGO_WATCH_VERSION"
+crate_peer watchexec-cli watchexec "$WATCHEXEC_VERSION"
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "skipped get-port and kill-port: node and npm are not both on PATH"

@@ -411,6 +411,10 @@ const INSTALL_HINT: &str = "run scripts/install-bench-peers.sh";
 pub struct Peers {
     /// `.bench-peers/bin/systemfd`.
     pub systemfd: Result<Peer, String>,
+    /// `.bench-peers/bin/cargo-watch`, which cargo finds on PATH as `cargo watch`.
+    pub cargo_watch: Result<Peer, String>,
+    /// `.bench-peers/bin/watchexec` (the crate watchexec-cli).
+    pub watchexec: Result<Peer, String>,
     /// `get-port`'s `index.js`, run with `node`.
     pub get_port: Result<Peer, String>,
     /// `kill-port`'s `index.js`, run with `node`; it also needs `lsof`.
@@ -429,21 +433,9 @@ pub struct Peer {
 impl Peers {
     pub fn find() -> Self {
         let dir = peers_dir();
-        let systemfd = dir.join("bin").join("systemfd");
-        let systemfd = if systemfd.is_file() {
-            let version = Command::new(&systemfd)
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-                .unwrap_or_default();
-            Ok(Peer {
-                path: systemfd,
-                version,
-            })
-        } else {
-            Err(format!("systemfd not installed ({INSTALL_HINT})"))
-        };
+        let systemfd = crate_peer(&dir, "systemfd");
+        let cargo_watch = crate_peer(&dir, "cargo-watch");
+        let watchexec = crate_peer(&dir, "watchexec");
         let node_version = Command::new("node")
             .arg("--version")
             .output()
@@ -477,6 +469,8 @@ impl Peers {
         });
         Peers {
             systemfd,
+            cargo_watch,
+            watchexec,
             get_port,
             kill_port,
             node_version,
@@ -486,10 +480,14 @@ impl Peers {
     /// One line naming the versions compared against.
     pub fn describe(&self) -> String {
         let mut found = Vec::new();
-        if let Ok(peer) = &self.systemfd {
-            found.push(peer.version.clone());
-        }
-        for peer in [&self.get_port, &self.kill_port].into_iter().flatten() {
+        let all = [
+            &self.systemfd,
+            &self.cargo_watch,
+            &self.watchexec,
+            &self.get_port,
+            &self.kill_port,
+        ];
+        for peer in all.into_iter().flatten() {
             found.push(peer.version.clone());
         }
         let node = self
@@ -503,6 +501,42 @@ impl Peers {
             format!("Peers: {}{node}.", found.join(", "))
         }
     }
+}
+
+/// A binary of `.bench-peers/bin`, with the version it reports (`NAME --version`).
+fn crate_peer(dir: &Path, name: &str) -> Result<Peer, String> {
+    let path = dir.join("bin").join(name);
+    if !path.is_file() {
+        return Err(format!("{name} not installed ({INSTALL_HINT})"));
+    }
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .ok()
+        // The first line: watchexec goes on with its build details.
+        .and_then(|output| {
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.lines().next().map(|line| line.trim().to_owned())
+        })
+        .filter(|version| !version.is_empty())
+        .unwrap_or_else(|| name.to_owned());
+    Ok(Peer { path, version })
+}
+
+/// PATH with the peers' folder and the folder of the cargo the benchmark runs in front, so
+/// that `cargo watch` finds cargo-watch and a peer's `cargo run` is that same cargo.
+pub fn peers_path() -> std::ffi::OsString {
+    let mut folders = vec![peers_dir().join("bin")];
+    if let Some(cargo_dir) = support::cargo_bin()
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        folders.push(cargo_dir.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        folders.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(folders).unwrap_or_default()
 }
 
 /// A script of `benches/peers/`.
