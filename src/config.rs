@@ -230,7 +230,7 @@ impl Default for Config {
             bin: default(None),
             watch_paths: default(Vec::new()),
             watch_ignore: default(Vec::new()),
-            watch_debounce: default(Duration::from_millis(100)),
+            watch_debounce: default(Duration::from_millis(50)),
             env_name: None,
         }
     }

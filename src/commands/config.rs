@@ -316,7 +316,7 @@ ready-timeout-ms = 300000        (default)
 bin = none                       (default)
 watch-paths = [\"../proto\"]       (`/src/api/Cargo.toml` [package.metadata.portguard])
 watch-ignore = [\"*.tmp\"]         (`/src/api/Cargo.toml` [workspace.metadata.portguard])
-watch-debounce-ms = 100          (default)
+watch-debounce-ms = 50           (default)
 ";
         assert_eq!(text, expected);
     }
@@ -449,7 +449,7 @@ watch-debounce-ms = 100          (default)
         );
         assert_eq!(
             settings["watch-debounce-ms"],
-            json!({"value": 100, "source": "default"})
+            json!({"value": 50, "source": "default"})
         );
         assert_eq!(
             settings["check-timeout-ms"],
@@ -474,7 +474,7 @@ watch-debounce-ms = 100          (default)
             "{text}"
         );
         assert!(
-            text.ends_with("\"watch-debounce-ms\":{\"value\":100,\"source\":\"default\"}}}"),
+            text.ends_with("\"watch-debounce-ms\":{\"value\":50,\"source\":\"default\"}}}"),
             "{text}"
         );
     }

@@ -131,7 +131,7 @@ fn defaults() {
     assert_eq!(config.bin.value, None);
     assert_eq!(config.watch_paths.value, Vec::<PathBuf>::new());
     assert_eq!(config.watch_ignore.value, Vec::<String>::new());
-    assert_eq!(config.watch_debounce.value, Duration::from_millis(100));
+    assert_eq!(config.watch_debounce.value, Duration::from_millis(50));
     assert_eq!(config.env_name, None);
 }
 

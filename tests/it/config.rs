@@ -757,7 +757,7 @@ fn config_shows_where_each_value_comes_from() {
         ("bin", "none", "default"),
         ("watch-paths", "[]", "default"),
         ("watch-ignore", "[]", "default"),
-        ("watch-debounce-ms", "100", "default"),
+        ("watch-debounce-ms", "50", "default"),
     ];
     for (key, value, source) in expected {
         assert_eq!(config_line(&stdout, key), (value, source), "{stdout}");

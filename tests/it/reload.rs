@@ -720,7 +720,7 @@ fn in_env_handoff_the_gap_is_a_stop_and_a_start_never_the_build() {
     set_body(&project, "v1");
     project.write_file("build.rs", BUILD_SCRIPT);
     project.set_metadata_on_free_port("handoff = \"env\"");
-    let build = Duration::from_millis(2000);
+    let build = Duration::from_secs(2);
     set_build_delay(&project, build);
     let (mut server, port) = serve(&project, &["--watch", "--", "--graceful"]);
 
