@@ -12,6 +12,7 @@ mod config;
 mod context;
 pub mod exit_codes;
 mod generate;
+mod gitignore;
 mod health;
 mod instance;
 mod os;

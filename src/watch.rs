@@ -21,12 +21,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use ignore::Match;
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer};
 
 use crate::exit_codes::BadInput;
+use crate::gitignore::{Rules as IgnoreRules, Verdict};
 
 /// What to watch.
 #[derive(Debug, Clone)]
@@ -60,7 +59,7 @@ pub(crate) fn spec(
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(BadInput(format!(
                 "`{}` in watch-paths does not exist (from {})",
-                path.display(),
+                crate::output::inert_path(&path),
                 config.watch_paths.source
             )));
         }
@@ -264,9 +263,9 @@ struct Rules {
     roots: Vec<Root>,
     excluded: Vec<PathBuf>,
     /// `watch-ignore`, matched against paths relative to their root.
-    patterns: Gitignore,
+    patterns: IgnoreRules,
     /// Each folder's `.ignore` and `.gitignore`, in that order of precedence, once read.
-    ignore_files: HashMap<PathBuf, Vec<Gitignore>>,
+    ignore_files: HashMap<PathBuf, Vec<IgnoreRules>>,
 }
 
 /// Whether `path` lies in a folder that cargo made to create `excluded` (its target folder)
@@ -373,7 +372,7 @@ impl Rules {
             at.push(name);
             let dir = is_dir || components.peek().is_some();
             let relative = at.strip_prefix(&root.path).unwrap_or(&at);
-            if self.patterns.matched(relative, dir).is_ignore()
+            if self.patterns.verdict(relative, dir) == Verdict::Ignored
                 || self.ignored(&root.path, &at, dir)
             {
                 return false;
@@ -389,10 +388,10 @@ impl Rules {
         while let Some(folder) = dir.filter(|folder| folder.starts_with(root)) {
             let relative = path.strip_prefix(folder).unwrap_or(path);
             for matcher in self.ignore_files_of(folder) {
-                match matcher.matched(relative, is_dir) {
-                    Match::Ignore(_) => return true,
-                    Match::Whitelist(_) => return false,
-                    Match::None => {}
+                match matcher.verdict(relative, is_dir) {
+                    Verdict::Ignored => return true,
+                    Verdict::Kept => return false,
+                    Verdict::Unspoken => {}
                 }
             }
             dir = folder.parent();
@@ -400,16 +399,16 @@ impl Rules {
         false
     }
 
-    fn ignore_files_of(&mut self, folder: &Path) -> &[Gitignore] {
+    fn ignore_files_of(&mut self, folder: &Path) -> &[IgnoreRules] {
         self.ignore_files
             .entry(folder.to_owned())
             .or_insert_with(|| {
                 IGNORE_FILES
                     .iter()
                     .map(|name| folder.join(name))
-                    .filter(|path| path.is_file())
+                    .filter(|path| path.symlink_metadata().is_ok())
                     // A bad line is skipped, as git skips it; the rest of the file holds.
-                    .map(|path| Gitignore::new(path).0)
+                    .map(|path| IgnoreRules::from_file(&path))
                     .collect()
             })
     }
@@ -425,14 +424,10 @@ impl Rules {
 ///
 /// # Errors
 /// A pattern that is not a glob.
-pub(crate) fn patterns(patterns: &[String]) -> Result<Gitignore> {
-    let mut builder = GitignoreBuilder::new("");
-    for pattern in patterns {
-        builder
-            .add_line(None, pattern)
-            .with_context(|| format!("invalid watch-ignore pattern `{pattern}`"))?;
-    }
-    builder.build().context("invalid watch-ignore patterns")
+pub(crate) fn patterns(patterns: &[String]) -> Result<IgnoreRules> {
+    IgnoreRules::from_lines(patterns).map_err(|(pattern, why)| {
+        anyhow::anyhow!("invalid watch-ignore pattern `{pattern}`: {why}")
+    })
 }
 
 /// Editors' swap, backup and lock files, and the file vim writes to test that a folder is

@@ -186,12 +186,12 @@ fn watch_keys_take_the_strongest_table() {
 #[test]
 fn a_bad_watch_ignore_pattern_names_the_key_the_value_and_the_table() {
     let message = Case::default()
-        .pkg(json!({ "env": { "dev": { "watch-ignore": ["*.tmp", "src/{a,b"] } } }))
+        .pkg(json!({ "env": { "dev": { "watch-ignore": ["*.tmp", "src/a**b"] } } }))
         .err();
     assert_mentions(
         &message,
         &[
-            "invalid value `src/{a,b`",
+            "invalid value `src/a**b`",
             "`package.metadata.portguard.env.dev.watch-ignore[1]` in `/p/Cargo.toml`",
             "a glob pattern",
         ],
@@ -670,9 +670,9 @@ fn bad_manifest_values() {
             "a glob pattern",
         ),
         (
-            json!({ "watch-ignore": ["[z-a]"] }),
+            json!({ "watch-ignore": ["bad["] }),
             "watch-ignore[0]",
-            "`[z-a]`",
+            "`bad[`",
             "a glob pattern",
         ),
         (

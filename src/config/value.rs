@@ -364,28 +364,16 @@ pub(super) fn paths(raw: Raw<'_>, culprit: &Culprit<'_>) -> Result<Vec<PathBuf>,
         .collect()
 }
 
-/// `watch-ignore`: patterns the `ignore` crate accepts, as the watcher will read them.
+/// `watch-ignore`: patterns the watcher reads as gitignore rules.
 pub(super) fn globs(raw: Raw<'_>, culprit: &Culprit<'_>) -> Result<Vec<String>, BadInput> {
     strings(raw, culprit, GLOBS)?
         .into_iter()
         .map(|(item, culprit)| {
             let text = item.string(&culprit, GLOB)?;
-            let mut builder = ignore::gitignore::GitignoreBuilder::new("");
-            match builder.add_line(None, text) {
-                Ok(_) => Ok(text.to_owned()),
-                Err(error) => {
-                    let expected = format!("{GLOB} ({})", glob_error(&error));
-                    Err(item.invalid(&culprit, &expected))
-                }
+            match crate::gitignore::Rules::check(text) {
+                Ok(()) => Ok(text.to_owned()),
+                Err(why) => Err(item.invalid(&culprit, &format!("{GLOB} ({why})"))),
             }
         })
         .collect()
-}
-
-/// What is wrong with a glob, without the glob itself (the message shows it already).
-fn glob_error(error: &ignore::Error) -> String {
-    let text = error.to_string();
-    // The `ignore` crate says "error parsing glob '...': <what>".
-    text.rsplit_once("': ")
-        .map_or(text.clone(), |(_, what)| what.to_owned())
 }

@@ -928,9 +928,9 @@ fn config_exits_2_on_bad_input_as_run_does() {
         &["invalid value '0' for '--port <PORT>'"],
     );
     let project = good_project();
-    project.set_metadata("watch-ignore = [\"*.tmp\", \"src/{a,b\"]");
+    project.set_metadata("watch-ignore = [\"*.tmp\", \"src/a**b\"]");
     let culprit = format!(
-        "invalid value `src/{{a,b` for `package.metadata.portguard.watch-ignore[1]` in `{}`: \
+        "invalid value `src/a**b` for `package.metadata.portguard.watch-ignore[1]` in `{}`: \
          expected a glob pattern in gitignore syntax",
         manifest(&project).display()
     );
