@@ -2,8 +2,9 @@
 //! stopped as a group through the one stop primitive ([`stop`]). One server is the one-replica
 //! case of the same loop: `--replicas N` only changes what a crash after readiness means (the
 //! replica is started again after a back-off, where a single server's crash ends the run) and
-//! how long a restart waits for each replacement. What left the group is stopped along with it
-//! (see [`reaper`]).
+//! that a swap replaces the servers one at a time. What left the group is stopped along with it
+//! (see [`reaper`]). A restart or a change under `--watch` builds while the servers serve, then
+//! swaps the new build in (see [`swap`]).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -29,12 +30,14 @@ mod reaper;
 mod replicas;
 pub(crate) mod report;
 pub(crate) mod stop;
+mod swap;
 
-use build::{BuildReport, BuildState, Captured, Outcome};
+use build::{BuildReport, Captured, Outcome};
 pub(crate) use notify::NotifySocket;
 pub(crate) use reaper::{Escaped, pid_list, processes};
 use replicas::Replicas;
 use stop::{EventWatch, Stopped, Targets};
+use swap::Trigger;
 
 /// What the supervisor reacts to. Every source sends into one channel, so the supervisor
 /// sleeps until something happens.
@@ -178,45 +181,6 @@ pub(crate) struct Supervisor {
     swaps: u32,
     /// News that came while a stop waited for something else, handled next.
     deferred: VecDeque<Event>,
-}
-
-/// Why a build runs, and since when someone waits for it.
-#[derive(Debug, Clone)]
-struct Trigger {
-    /// `src/main.rs changed`, or `None` for a restart.
-    change: Option<String>,
-    at: Instant,
-}
-
-impl Trigger {
-    fn cause(&self) -> String {
-        self.change.clone().unwrap_or_else(|| "restart".to_owned())
-    }
-}
-
-/// How the wait for a new build's server ended.
-enum Awaited {
-    Ready,
-    /// A stop was asked for.
-    Asked,
-    /// It exited (`exited`) or was not ready in time: `why`, for the message.
-    Failed {
-        why: String,
-        ending: Ending,
-        exited: bool,
-    },
-}
-
-/// How a swap ended.
-enum Swap {
-    /// The new build serves.
-    Done,
-    /// Its server failed and was stopped; what serves is what served before (in env handoff,
-    /// nothing: the old server had to go first). `ending` is how a run without `--watch` ends
-    /// when nothing serves any more.
-    Failed(Ending),
-    /// A stop was asked for during the swap: everything is stopped.
-    Stopped(Stopped),
 }
 
 impl Supervisor {
@@ -374,57 +338,6 @@ impl Supervisor {
         }
     }
 
-    /// A build ended: swap it in, or say why not. `Some` when that ends the run.
-    fn built(
-        &mut self,
-        set: &mut Replicas,
-        observer: &mut dyn Observer,
-        generation: u32,
-        outcome: Outcome,
-        ready: &mut bool,
-    ) -> Result<Option<Ending>> {
-        let Some((build, trigger)) = self
-            .build
-            .take_if(|(build, _)| build.generation == generation)
-        else {
-            // A cancelled build's late news.
-            return Ok(None);
-        };
-        let built_in = build.started.elapsed();
-        let swap = match outcome {
-            Outcome::Failed {
-                status,
-                first_error,
-            } => {
-                self.build_failed(set, observer, &trigger, built_in, status, first_error);
-                None
-            }
-            Outcome::Built(captured) => {
-                Some(self.swap(set, observer, captured, &trigger, built_in)?)
-            }
-        };
-        match swap {
-            Some(Swap::Done) if !*ready => {
-                *ready = true;
-                observer.ready();
-            }
-            Some(Swap::Stopped(stopped)) => {
-                return Ok(Some(Ending::Stopped {
-                    killed: stopped.killed,
-                }));
-            }
-            Some(Swap::Failed(ending)) if !self.launch.watch && set.pids().is_empty() => {
-                self.stop_all(set, false)?;
-                return Ok(Some(ending));
-            }
-            _ => {}
-        }
-        if let Some(trigger) = self.queued.take() {
-            self.trigger_at(trigger, set, observer)?;
-        }
-        Ok(None)
-    }
-
     fn ready_deadline(&self) -> Option<(Instant, Duration)> {
         self.launch
             .ready_timeout
@@ -498,320 +411,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// A change or a restart: builds the newest code while the servers keep serving. A build
-    /// already under way is cancelled and started again, so the one that finishes has every
-    /// change; during a swap the trigger waits for the swap to end.
-    fn trigger(
-        &mut self,
-        change: Option<String>,
-        set: &Replicas,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
-        let trigger = Trigger {
-            change,
-            at: Instant::now(),
-        };
-        self.trigger_at(trigger, set, observer)
-    }
-
-    fn trigger_at(
-        &mut self,
-        trigger: Trigger,
-        set: &Replicas,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
-        if let Some((build, _)) = self.build.take() {
-            output::status(
-                "Cancelled",
-                format!("the build under way: {}; building again", trigger.cause()),
-            );
-            let mut deferred = Vec::new();
-            stop::stop(
-                &Targets {
-                    leaders: vec![build.pid],
-                    escaped: reaper::Escaped::default(),
-                },
-                self.launch.shutdown_timeout,
-                false,
-                &mut EventWatch {
-                    events: &self.events,
-                    left: [build.generation].into(),
-                    other: &mut |event| deferred.push(event),
-                },
-            )?;
-            self.deferred.extend(deferred);
-        }
-        let generation = self.next_generation();
-        let build = build::start(&self.launch, generation, &self.reaper, self.sender.clone())?;
-        self.builds += 1;
-        let serving = match set.pids().as_slice() {
-            [] => String::new(),
-            [pid] => format!("; the server (pid {pid}) keeps serving"),
-            pids => format!("; the replicas (pids {}) keep serving", pid_list(pids)),
-        };
-        let after = trigger.change.as_ref().map_or_else(
-            || "for a restart".to_owned(),
-            |change| format!("after {change}"),
-        );
-        output::status("Building", format!("{after}{serving}"));
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::Building,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: None,
-        });
-        self.build = Some((build, trigger));
-        Ok(())
-    }
-
-    fn build_failed(
-        &self,
-        set: &Replicas,
-        observer: &mut dyn Observer,
-        trigger: &Trigger,
-        took: Duration,
-        status: ExitStatus,
-        first_error: Option<String>,
-    ) {
-        let keeps = if set.pids().is_empty() {
-            "; nothing serves until a build succeeds".to_owned()
-        } else {
-            "; the last good build keeps serving".to_owned()
-        };
-        output::error(format!(
-            "the build {} failed in {:.2}s ({}){keeps}",
-            trigger.change.as_ref().map_or_else(
-                || "for the restart".to_owned(),
-                |change| format!("after {change}")
-            ),
-            took.as_secs_f64(),
-            describe(status)
-        ));
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::Failed,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: first_error.or_else(|| Some(format!("cargo exited with {}", describe(status)))),
-        });
-    }
-
-    /// Puts the new build in the servers' place, one slot at a time. In socket handoff the new
-    /// server starts beside the old one, both accept on the one socket, and the old one is
-    /// stopped once the new one is ready: nothing is refused. In env handoff the old server
-    /// must free the port first: the gap is a stop and a start.
-    fn swap(
-        &mut self,
-        set: &mut Replicas,
-        observer: &mut dyn Observer,
-        captured: Captured,
-        trigger: &Trigger,
-        built_in: Duration,
-    ) -> Result<Swap> {
-        let started = Instant::now();
-        let socket = self.launch.socket.is_some();
-        let several = set.len() > 1;
-        let previous = self.captured.replace(captured);
-        let mut served_at = started;
-        for index in 0..set.len() {
-            let name = if several {
-                format!("replica {index}")
-            } else {
-                "server".to_owned()
-            };
-            let mut old = set.process(index);
-            if !socket && let Some((generation, pid)) = old.take() {
-                let name = format!("the old {name} (pid {pid})");
-                let stopped = self.stop_server(set, &name, generation, pid, true)?;
-                set.exited(index);
-                if stopped.asked {
-                    return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
-                }
-            }
-            let generation = self.next_generation();
-            let pid = self.spawn_process(generation, several.then_some(index))?;
-            output::verbose("Started", format!("the new {name} (pid {pid})"));
-            self.cancel_probe.store(true, Ordering::Relaxed);
-            if socket {
-                self.start_accept_probe(generation, pid)?;
-            } else {
-                self.start_probe(generation, pid)?;
-            }
-            match self.await_new(set, generation, &mut old)? {
-                Awaited::Ready => {}
-                Awaited::Asked => {
-                    set.started(index, generation, pid);
-                    return Ok(Swap::Stopped(self.stop_all(set, true)?));
-                }
-                Awaited::Failed {
-                    why,
-                    ending,
-                    exited,
-                } => {
-                    self.captured = previous;
-                    let name = format!("the new {name} (pid {pid})");
-                    return self.swap_failed(
-                        set,
-                        observer,
-                        trigger,
-                        (generation, pid),
-                        &name,
-                        &why,
-                        exited,
-                        ending,
-                    );
-                }
-            }
-            served_at = Instant::now();
-            // The slot is the new server's from here: news of it during the old one's stop
-            // is news of the slot.
-            set.started(index, generation, pid);
-            observer.servers(&set.pids(), true);
-            if let Some((generation, old_pid)) = old {
-                let name = format!("the old {name} (pid {old_pid})");
-                let stopped = self.stop_server(set, &name, generation, old_pid, true)?;
-                if stopped.asked {
-                    return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
-                }
-            }
-            if several {
-                output::verbose("Replaced", format!("replica {index}: pid {pid}"));
-            }
-        }
-        self.swaps += 1;
-        report_swap(
-            trigger,
-            served_at.duration_since(trigger.at),
-            built_in,
-            served_at.duration_since(started),
-        );
-        observer.reloaded(self.swaps);
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::Serving,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: None,
-        });
-        Ok(Swap::Done)
-    }
-
-    /// The new server `new` failed (`why`): it is stopped, unless it `exited` already, and
-    /// what served before goes on serving.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site, each argument named there"
-    )]
-    fn swap_failed(
-        &mut self,
-        set: &mut Replicas,
-        observer: &mut dyn Observer,
-        trigger: &Trigger,
-        (generation, pid): (u32, u32),
-        name: &str,
-        why: &str,
-        exited: bool,
-        ending: Ending,
-    ) -> Result<Swap> {
-        if exited {
-            stop::reap_remains(&[pid], &Escaped::default(), Duration::ZERO);
-        } else {
-            let stopped = self.stop_server(set, name, generation, pid, true)?;
-            if stopped.asked {
-                return Ok(Swap::Stopped(self.stop_rest(set, stopped)?));
-            }
-        }
-        let keeps = if set.pids().is_empty() {
-            "; nothing serves until a build succeeds"
-        } else {
-            "; the old build keeps serving"
-        };
-        output::error(format!("{name} {why}{keeps}"));
-        observer.servers(&set.pids(), !set.pids().is_empty());
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::ServerFailed,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: Some(format!("the new server {why}")),
-        });
-        Ok(Swap::Failed(ending))
-    }
-
-    /// Waits for the new server `generation` to be ready. Meanwhile the old one in its slot may
-    /// exit (`old` is then cleared), other replicas may crash (restarted later), and a change or
-    /// restart waits for the swap to end.
-    fn await_new(
-        &mut self,
-        set: &mut Replicas,
-        generation: u32,
-        old: &mut Option<(u32, u32)>,
-    ) -> Result<Awaited> {
-        let limit = self.launch.swap_timeout;
-        let deadline = Instant::now() + limit;
-        loop {
-            let Some(event) = self.next_event(Some(deadline))? else {
-                self.cancel_probe.store(true, Ordering::Relaxed);
-                return Ok(Awaited::Failed {
-                    why: format!(
-                        "was not ready within {}s (`ready-timeout-ms`); stopped it",
-                        limit.as_secs()
-                    ),
-                    ending: Ending::NotReady(limit),
-                    exited: false,
-                });
-            };
-            match event {
-                Event::Ready(ready) if ready == generation => {
-                    self.cancel_probe.store(true, Ordering::Relaxed);
-                    return Ok(Awaited::Ready);
-                }
-                Event::Exited(exited, status) if exited == generation => {
-                    self.cancel_probe.store(true, Ordering::Relaxed);
-                    return Ok(Awaited::Failed {
-                        why: format!("exited with {} before it was ready", describe(status)),
-                        ending: Ending::Exited {
-                            status,
-                            ready: true,
-                        },
-                        exited: true,
-                    });
-                }
-                Event::Exited(exited, _) if old.is_some_and(|(g, _)| g == exited) => {
-                    if let Some((_, old_pid)) = old.take() {
-                        stop::reap_remains(&[old_pid], &Escaped::default(), Duration::ZERO);
-                    }
-                }
-                Event::Exited(exited, status) => {
-                    if let Some(index) = set.index_of(exited) {
-                        set.crashed(index, status);
-                    }
-                }
-                Event::Changed(change) => {
-                    if self.launch.watch {
-                        self.queued = Some(Trigger {
-                            change: Some(change),
-                            at: Instant::now(),
-                        });
-                    }
-                }
-                Event::Signal(signals::RESTART) => {
-                    self.queued = Some(Trigger {
-                        change: None,
-                        at: Instant::now(),
-                    });
-                }
-                Event::Signal(signal) => {
-                    output::verbose("Received", signals::name(signal));
-                    self.cancel_probe.store(true, Ordering::Relaxed);
-                    return Ok(Awaited::Asked);
-                }
-                Event::Ready(_) | Event::Misplaced(..) | Event::Built(..) => {}
-            }
-        }
-    }
-
     /// A stop asked for while one server was being stopped: the rest stop too, and whether that
     /// one needed SIGKILL is part of what the stop reports.
     fn stop_rest(&mut self, set: &mut Replicas, first: Stopped) -> Result<Stopped> {
@@ -874,28 +473,6 @@ impl Supervisor {
         self.deferred.extend(deferred);
         say("Stopped", format!("{name}{}", stopped.describe()));
         Ok(stopped)
-    }
-
-    /// Waits, in a thread, until the new server `pid` accepts on the handed socket (and, with a
-    /// `health-path`, that answers 2xx); reports `Event::Ready(generation)`. `READY=1` from it
-    /// reports the same sooner. A probe's answer alone proves nothing here: the old server
-    /// answers on the same socket.
-    fn start_accept_probe(&mut self, generation: u32, pid: u32) -> Result<()> {
-        self.current.store(generation, Ordering::Relaxed);
-        self.cancel_probe = Arc::new(AtomicBool::new(false));
-        let cancel = Arc::clone(&self.cancel_probe);
-        let check = self.launch.ready.clone();
-        let inode = self.socket_inode;
-        let sender = self.sender.clone();
-        std::thread::Builder::new()
-            .name("portguard-ready".to_owned())
-            .spawn(move || {
-                if health::wait_accepting(pid, inode, &check, &cancel) {
-                    let _ = sender.send(Event::Ready(generation));
-                }
-            })
-            .context("could not start the readiness thread")?;
-        Ok(())
     }
 
     /// Stops every server: one grace period for all; `asked` when a stop request started it
@@ -1124,31 +701,4 @@ fn server_env(command: &mut Command, launch: &Launch, replica: Option<usize>) {
         Some(socket) => command.env("NOTIFY_SOCKET", socket.address()),
         None => command.env_remove("NOTIFY_SOCKET"),
     };
-}
-
-/// The one line a reload prints: `Reloaded in 1.42s (build 1.40s, swap 12ms) after
-/// src/routes.rs changed`; `Restarted in …` for a restart.
-fn report_swap(trigger: &Trigger, total: Duration, build: Duration, swap: Duration) {
-    let (verb, after) = match &trigger.change {
-        Some(change) => ("Reloaded", format!(" after {change}")),
-        None => ("Restarted", String::new()),
-    };
-    output::status(
-        verb,
-        format!(
-            "in {} (build {}, swap {}){after}",
-            seconds(total),
-            seconds(build),
-            seconds(swap)
-        ),
-    );
-}
-
-/// `1.42s`, or `12ms` under a second, for the reload line.
-fn seconds(duration: Duration) -> String {
-    if duration < Duration::from_secs(1) {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{:.2}s", duration.as_secs_f64())
-    }
 }

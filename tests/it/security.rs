@@ -406,6 +406,13 @@ fn a_record_naming_another_users_process_never_gets_it_signalled() {
     assert_alive(victim.pid(), "`cargo serve-safe --force`", &forced);
     assert_ne!(forced.code(), Some(0), "{}", forced.describe());
     drop(holder);
+    // The holder's group is killed, not reaped at once: the lock is free once it is gone.
+    let lock = project.lock_file(FIXTURE_INSTANCE);
+    assert!(
+        wait_until(GONE, || !lock_is_held(&lock)),
+        "the holder kept {}",
+        lock.display()
+    );
 
     // Free again: the next start takes over the lock and cleans up, signalling nothing.
     let started = run_within(project.serve_safe(&["--detach"]), START);
