@@ -97,18 +97,17 @@ pub(crate) fn wait_accepting(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let Some(path) = &check.health_path else {
+    if check.health_path.is_none() {
         return true;
-    };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return false;
-        }
-        if http_status(check.addr, path, Some(check.check_timeout)).is_ok_and(is_success) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
+    // Then the health path, polled as for a server that bound its own port; whichever server
+    // answers, the new one accepts by now.
+    let health = ReadyCheck {
+        socket_handoff: false,
+        owner_group: None,
+        ..check.clone()
+    };
+    wait_ready(&health, cancel)
 }
 
 /// Whether the listener on the port belongs to the server's group; true when that cannot be

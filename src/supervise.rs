@@ -316,10 +316,12 @@ impl Supervisor {
                 Event::Ready(_) | Event::Misplaced(..) => {}
                 Event::Changed(change) => {
                     if self.launch.watch {
-                        self.trigger(Some(change), &set, observer)?;
+                        self.trigger(Trigger::new(Some(change)), &set, observer)?;
                     }
                 }
-                Event::Signal(signals::RESTART) => self.trigger(None, &set, observer)?,
+                Event::Signal(signals::RESTART) => {
+                    self.trigger(Trigger::new(None), &set, observer)?;
+                }
                 Event::Built(generation, outcome) => {
                     if let Some(ending) =
                         self.built(&mut set, observer, generation, *outcome, &mut ready)?

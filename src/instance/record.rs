@@ -67,7 +67,7 @@ pub(crate) struct Record {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "rfc3339_option"
+        with = "crate::supervise::build::rfc3339_millis::option"
     )]
     pub(crate) reloaded_at: Option<SystemTime>,
     /// The last build of this run (`--watch`, `restart`), once there has been one.
@@ -174,37 +174,8 @@ mod rfc3339 {
     clippy::trivially_copy_pass_by_ref,
     reason = "serde's `skip_serializing_if` hands over a reference"
 )]
-fn is_zero(value: &u32) -> bool {
+pub(super) fn is_zero(value: &u32) -> bool {
     *value == 0
-}
-
-/// An optional time, in RFC 3339 with milliseconds: reloads come close together.
-mod rfc3339_option {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    #[expect(
-        clippy::ref_option,
-        reason = "serde's `with` hands over a reference to the field"
-    )]
-    pub(super) fn serialize<S: Serializer>(
-        time: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match time {
-            Some(time) => s.collect_str(&humantime::format_rfc3339_millis(*time)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SystemTime>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 /// Durations as whole milliseconds, the unit of the configuration keys they come from.

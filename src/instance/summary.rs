@@ -58,7 +58,7 @@ pub(crate) struct Running {
     pub(crate) diagnosis: Option<String>,
     /// How many times a new build has taken over (`--watch`, `restart`); absent before the
     /// first, so that the entry of a run without reloads is the contract's as it was.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "super::record::is_zero")]
     pub(crate) generation: u32,
     /// When the last of those took over, RFC 3339 with milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,12 +168,4 @@ fn running(record: &Record, probe: bool) -> Running {
             .map(|at| humantime::format_rfc3339_millis(at).to_string()),
         build: record.build.clone(),
     }
-}
-
-#[expect(
-    clippy::trivially_copy_pass_by_ref,
-    reason = "serde's `skip_serializing_if` hands over a reference"
-)]
-fn is_zero(value: &u32) -> bool {
-    *value == 0
 }

@@ -140,7 +140,7 @@ pub(crate) struct BuildReport {
     pub(crate) number: u32,
     pub(crate) state: BuildState,
     /// When it started (`Building`) or ended.
-    #[serde(with = "millis_rfc3339")]
+    #[serde(with = "rfc3339_millis")]
     pub(crate) at: std::time::SystemTime,
     /// What it was for: `src/main.rs changed`, `restart`.
     pub(crate) cause: String,
@@ -149,18 +149,48 @@ pub(crate) struct BuildReport {
     pub(crate) error: Option<String>,
 }
 
-mod millis_rfc3339 {
+/// Times in RFC 3339 with milliseconds, for builds and reloads, which come close together.
+pub(crate) mod rfc3339_millis {
     use std::time::SystemTime;
 
     use serde::{Deserialize as _, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(*time))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional time.
+    pub(crate) mod option {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize as _, Deserializer, Serializer};
+
+        #[expect(
+            clippy::ref_option,
+            reason = "serde's `with` hands over a reference to the field"
+        )]
+        pub(crate) fn serialize<S: Serializer>(
+            time: &Option<SystemTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match time {
+                Some(time) => super::serialize(time, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
     }
 }
 

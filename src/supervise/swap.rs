@@ -26,6 +26,14 @@ pub(super) struct Trigger {
 }
 
 impl Trigger {
+    /// A change (`Some`, what changed) or a restart (`None`), now.
+    pub(super) fn new(change: Option<String>) -> Self {
+        Trigger {
+            change,
+            at: Instant::now(),
+        }
+    }
+
     fn cause(&self) -> String {
         self.change.clone().unwrap_or_else(|| "restart".to_owned())
     }
@@ -103,7 +111,7 @@ impl Supervisor {
             _ => {}
         }
         if let Some(trigger) = self.queued.take() {
-            self.trigger_at(trigger, set, observer)?;
+            self.trigger(trigger, set, observer)?;
         }
         Ok(None)
     }
@@ -112,19 +120,6 @@ impl Supervisor {
     /// already under way is cancelled and started again, so the one that finishes has every
     /// change; during a swap the trigger waits for the swap to end.
     pub(super) fn trigger(
-        &mut self,
-        change: Option<String>,
-        set: &Replicas,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
-        let trigger = Trigger {
-            change,
-            at: Instant::now(),
-        };
-        self.trigger_at(trigger, set, observer)
-    }
-
-    fn trigger_at(
         &mut self,
         trigger: Trigger,
         set: &Replicas,
@@ -164,13 +159,7 @@ impl Supervisor {
             |change| format!("after {change}"),
         );
         output::status("Building", format!("{after}{serving}"));
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::Building,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: None,
-        });
+        observer.build(&self.report(&trigger, BuildState::Building, None));
         self.build = Some((build, trigger));
         Ok(())
     }
@@ -198,13 +187,22 @@ impl Supervisor {
             took.as_secs_f64(),
             describe(status)
         ));
-        observer.build(&BuildReport {
+        observer.build(&self.report(
+            trigger,
+            BuildState::Failed,
+            first_error.or_else(|| Some(format!("cargo exited with {}", describe(status)))),
+        ));
+    }
+
+    /// Where the build of this run's latest trigger stands, for the record.
+    fn report(&self, trigger: &Trigger, state: BuildState, error: Option<String>) -> BuildReport {
+        BuildReport {
             number: self.builds,
-            state: BuildState::Failed,
+            state,
             at: std::time::SystemTime::now(),
             cause: trigger.cause(),
-            error: first_error.or_else(|| Some(format!("cargo exited with {}", describe(status)))),
-        });
+            error,
+        }
     }
 
     /// Puts the new build in the servers' place, one slot at a time. In socket handoff the new
@@ -297,13 +295,7 @@ impl Supervisor {
             served_at.duration_since(started),
         );
         observer.reloaded(self.swaps);
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::Serving,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: None,
-        });
+        observer.build(&self.report(trigger, BuildState::Serving, None));
         Ok(Swap::Done)
     }
 
@@ -339,13 +331,11 @@ impl Supervisor {
         };
         output::error(format!("{name} {why}{keeps}"));
         observer.servers(&set.pids(), !set.pids().is_empty());
-        observer.build(&BuildReport {
-            number: self.builds,
-            state: BuildState::ServerFailed,
-            at: std::time::SystemTime::now(),
-            cause: trigger.cause(),
-            error: Some(format!("the new server {why}")),
-        });
+        observer.build(&self.report(
+            trigger,
+            BuildState::ServerFailed,
+            Some(format!("the new server {why}")),
+        ));
         Ok(Swap::Failed(ending))
     }
 
@@ -400,17 +390,11 @@ impl Supervisor {
                 }
                 Event::Changed(change) => {
                     if self.launch.watch {
-                        self.queued = Some(Trigger {
-                            change: Some(change),
-                            at: Instant::now(),
-                        });
+                        self.queued = Some(Trigger::new(Some(change)));
                     }
                 }
                 Event::Signal(signals::RESTART) => {
-                    self.queued = Some(Trigger {
-                        change: None,
-                        at: Instant::now(),
-                    });
+                    self.queued = Some(Trigger::new(None));
                 }
                 Event::Signal(signal) => {
                     output::verbose("Received", signals::name(signal));

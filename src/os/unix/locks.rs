@@ -82,9 +82,9 @@ fn holds_write_lock(info: &str) -> bool {
 mod tests {
     use std::os::unix::process::CommandExt as _;
     use std::process::{Child, Command};
-    use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::os::unix::eventually;
 
     /// A `flock` command holding or waiting for the lock; its whole group is killed on drop,
     /// since the program it runs inherits the locked descriptor.
@@ -117,17 +117,6 @@ mod tests {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let _ = self.0.wait();
         }
-    }
-
-    fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if condition() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
     }
 
     /// Whether `/proc/locks` lists `pid` as a waiter (a `->` line): the test's own check.

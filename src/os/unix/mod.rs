@@ -18,3 +18,17 @@ pub use owner::*;
 pub use process::*;
 pub use sockets::*;
 pub use tree::*;
+
+/// Whether `condition` comes true within 10 s, looked at every 10 ms: for tests of processes
+/// that change state on their own time.
+#[cfg(test)]
+fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}

@@ -172,20 +172,9 @@ pub fn group_has_running_members(pgid: u32) -> bool {
 mod tests {
     use std::os::unix::process::CommandExt as _;
     use std::process::Command;
-    use std::time::{Duration, Instant};
 
     use super::*;
-
-    fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if condition() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
+    use crate::os::unix::eventually;
 
     #[test]
     fn the_uid_of_a_child_is_ours() {

@@ -301,6 +301,18 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<std::fs::File> {
     Some(file)
 }
 
+/// The bytes of an OS string, to carry it through JSON unchanged.
+#[must_use]
+pub fn os_bytes(text: &std::ffi::OsStr) -> &[u8] {
+    std::os::unix::ffi::OsStrExt::as_bytes(text)
+}
+
+/// The OS string of `bytes` that [`os_bytes`] gave.
+#[must_use]
+pub fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
+    std::os::unix::ffi::OsStringExt::from_vec(bytes)
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::collections::BTreeMap;
@@ -415,16 +427,4 @@ mod tests {
         );
         drop(leak);
     }
-}
-
-/// The bytes of an OS string, to carry it through JSON unchanged.
-#[must_use]
-pub fn os_bytes(text: &std::ffi::OsStr) -> &[u8] {
-    std::os::unix::ffi::OsStrExt::as_bytes(text)
-}
-
-/// The OS string of `bytes` that [`os_bytes`] gave.
-#[must_use]
-pub fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
-    std::os::unix::ffi::OsStringExt::from_vec(bytes)
 }
