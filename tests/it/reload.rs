@@ -3,7 +3,6 @@
 //! one only once the new one accepts. Real edits to a fixture's `main.rs` change what `GET /`
 //! answers, so every test sees which build serves.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -123,6 +122,18 @@ fn assert_nothing_refused_or_failed(traffic: &Traffic) {
     assert!(traffic.answered >= 20, "too little traffic: {traffic:#?}");
 }
 
+/// A reload from `v1` to `v2` with a build of `build`: nothing refused or failed, and no client
+/// waited anywhere near as long as the compiler.
+fn assert_served_through(traffic: &Traffic, build: Duration) {
+    assert_nothing_refused_or_failed(traffic);
+    assert_swapped(traffic, "v1", "v2");
+    assert!(
+        traffic.longest_wait < build * 2 / 3,
+        "a client waited for the compiler ({:?} with a {build:?} build): {traffic:#?}",
+        traffic.longest_wait
+    );
+}
+
 /// The old build answered first and the new one last; during the swap both accept on the
 /// socket, so their answers may alternate, but no other build answered.
 fn assert_swapped(traffic: &Traffic, old: &str, new: &str) {
@@ -150,12 +161,11 @@ fn restart_fails_with(project: &TestProject, needle: &str) -> Finished {
     restart
 }
 
-fn status_json(project: &TestProject) -> serde_json::Value {
-    let status = project.run_portguard(&["status", "--json"]);
-    assert_eq!(status.code(), Some(0), "{}", status.describe());
-    serde_json::from_str::<serde_json::Value>(&status.stdout).expect("status --json is JSON")
-        ["instances"][0]
-        .clone()
+/// The one entry of `status --json`, which must exit 0.
+fn status_entry(project: &TestProject) -> serde_json::Value {
+    let (code, json, finished) = status_json(project, &[]);
+    assert_eq!(code, Some(0), "{}", finished.describe());
+    instances(&json)[0].clone()
 }
 
 fn stop(project: &TestProject, server: &mut Running) {
@@ -188,13 +198,7 @@ fn restart_serves_the_old_build_until_the_new_one_accepts_and_refuses_nothing() 
     });
     eprintln!("traffic during the restart: {traffic:?}");
 
-    assert_nothing_refused_or_failed(&traffic);
-    assert_swapped(&traffic, "v1", "v2");
-    assert!(
-        traffic.longest_wait < build * 2 / 3,
-        "a client waited for the compiler ({:?} with a {build:?} build): {traffic:#?}",
-        traffic.longest_wait
-    );
+    assert_served_through(&traffic, build);
     let stderr = server.stderr();
     let restarted = stderr
         .lines()
@@ -210,7 +214,7 @@ fn restart_serves_the_old_build_until_the_new_one_accepts_and_refuses_nothing() 
         "the old server drained and exited on SIGTERM:\n{}",
         server.stdout()
     );
-    let status = status_json(&project);
+    let status = status_entry(&project);
     assert_eq!(status["generation"], 1, "{status}");
     assert_eq!(status["build"]["state"], "serving", "{status}");
     assert_eq!(status["build"]["cause"], "restart", "{status}");
@@ -264,7 +268,7 @@ fn a_restart_that_does_not_build_keeps_the_old_server_serving() {
         "status shows the failed build and its first error:\n{}",
         status.describe()
     );
-    let json = status_json(&project);
+    let json = status_entry(&project);
     assert_eq!(json["build"]["state"], "failed", "{json}");
     assert!(
         json["build"]["error"]
@@ -279,7 +283,7 @@ fn a_restart_that_does_not_build_keeps_the_old_server_serving() {
     let restart = project.run_portguard(&["restart"]);
     assert_eq!(restart.code(), Some(0), "{}", restart.describe());
     assert_eq!(body(port), "v2");
-    let json = status_json(&project);
+    let json = status_entry(&project);
     assert_eq!(json["generation"], 1, "{json}");
     assert_eq!(json["build"]["state"], "serving", "{json}");
     assert!(json["build"].get("error").is_none(), "{json}");
@@ -306,7 +310,7 @@ fn a_new_server_that_exits_is_stopped_and_the_old_one_keeps_serving() {
         "{}",
         server.stderr()
     );
-    let json = status_json(&project);
+    let json = status_entry(&project);
     assert_eq!(json["build"]["state"], "server-failed", "{json}");
     assert_eq!(json["pid"], pid, "{json}");
     stop(&project, &mut server);
@@ -323,7 +327,7 @@ fn a_new_server_that_is_not_ready_in_time_is_stopped() {
     );
     restart_fails_with(&project, "was not ready within 2s (`ready-timeout-ms`)");
     assert_eq!(body(port), "v1");
-    assert_eq!(status_json(&project)["build"]["state"], "server-failed");
+    assert_eq!(status_entry(&project)["build"]["state"], "server-failed");
     stop(&project, &mut server);
     if let Err(left) = project.wait_until_no_process_left(Duration::from_secs(10)) {
         panic!("processes left: {left:?}");
@@ -477,6 +481,11 @@ fn replicas_are_built_once_and_replaced_one_at_a_time() {
 
 /// Waits until `GET /` answers `expected`; panics with the supervisor's output otherwise.
 fn wait_for_body(port: u16, expected: &str, server: &Running) {
+    wait_for_body_or(port, expected, || server.stderr());
+}
+
+/// Waits until `GET /` answers `expected`; panics with what `output` says otherwise.
+fn wait_for_body_or(port: u16, expected: &str, output: impl FnOnce() -> String) {
     assert!(
         wait_until(RELOAD_TIMEOUT, || http_get_within(
             port,
@@ -485,7 +494,7 @@ fn wait_for_body(port: u16, expected: &str, server: &Running) {
         )
         .is_ok_and(|(_, body)| body.trim() == expected)),
         "`{expected}` was never served:\n{}",
-        server.stderr()
+        output()
     );
 }
 
@@ -502,13 +511,7 @@ fn watch_swaps_in_the_saved_code_and_refuses_nothing() {
         wait_for_body(port, "v2", &server);
     });
     eprintln!("traffic during the reload: {traffic:?}");
-    assert_nothing_refused_or_failed(&traffic);
-    assert_swapped(&traffic, "v1", "v2");
-    assert!(
-        traffic.longest_wait < build * 2 / 3,
-        "a client waited for the compiler ({:?} with a {build:?} build): {traffic:#?}",
-        traffic.longest_wait
-    );
+    assert_served_through(&traffic, build);
     let stderr = server.stderr();
     let reloaded: Vec<&str> = stderr
         .lines()
@@ -520,7 +523,7 @@ fn watch_swaps_in_the_saved_code_and_refuses_nothing() {
         last.contains("(build ") && last.ends_with("after src/main.rs changed"),
         "{last}"
     );
-    let status = status_json(&project);
+    let status = status_entry(&project);
     assert_eq!(status["generation"], reloads_before + 1, "{status}");
     assert_eq!(status["build"]["cause"], "src/main.rs changed", "{status}");
     stop(&project, &mut server);
@@ -547,7 +550,7 @@ fn a_compile_error_keeps_the_old_server_answering_until_the_next_good_save() {
     );
     assert_eq!(body(port), "v1");
     assert_eq!(project.read_pid(FIXTURE_INSTANCE), Some(pid));
-    let status = status_json(&project);
+    let status = status_entry(&project);
     assert_eq!(status["build"]["state"], "failed", "{status}");
     assert!(
         status["build"]["error"]
@@ -558,7 +561,7 @@ fn a_compile_error_keeps_the_old_server_answering_until_the_next_good_save() {
 
     set_body(&project, "v2");
     wait_for_body(port, "v2", &server);
-    let status = status_json(&project);
+    let status = status_entry(&project);
     assert_eq!(status["build"]["state"], "serving", "{status}");
     assert_eq!(status["generation"], 1, "{status}");
     stop(&project, &mut server);
@@ -589,7 +592,7 @@ fn two_saves_during_one_build_end_on_the_newest_code() {
         stderr.contains("Cancelled the build under way: src/main.rs changed; building again"),
         "{stderr}"
     );
-    assert_eq!(status_json(&project)["generation"], 1);
+    assert_eq!(status_entry(&project)["generation"], 1);
     stop(&project, &mut server);
 }
 
@@ -634,12 +637,9 @@ fn a_change_in_a_local_path_dependency_reloads() {
         .tempdir()
         .expect("create temp dir");
     let core = elsewhere.path().join("core");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-core"),
-        &core,
-    );
+    let original = fixtures_dir().join("server-core");
+    copy_template(&original, &core);
     let manifest = project.read_file("Cargo.toml");
-    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-core");
     project.write_file(
         "Cargo.toml",
         manifest.replace(&original.display().to_string(), &core.display().to_string()),
@@ -665,22 +665,6 @@ fn a_change_in_a_local_path_dependency_reloads() {
     stop(&project, &mut server);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create folder");
-    for entry in std::fs::read_dir(from).expect("read folder").flatten() {
-        let name = entry.file_name();
-        if name == "target" {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            copy_dir(&path, &to.join(&name));
-        } else {
-            std::fs::copy(&path, to.join(&name)).expect("copy file");
-        }
-    }
-}
-
 #[test]
 fn detach_watch_reloads_with_its_lines_in_the_log() {
     let project = project_answering("v1", "");
@@ -691,16 +675,7 @@ fn detach_watch_reloads_with_its_lines_in_the_log() {
         .expect("a port") as u16;
     assert_eq!(body(port), "v1");
     set_body(&project, "v2");
-    assert!(
-        wait_until(RELOAD_TIMEOUT, || http_get_within(
-            port,
-            "/",
-            Duration::from_secs(5)
-        )
-        .is_ok_and(|(_, body)| body.trim() == "v2")),
-        "the detached run never served v2: {}",
-        project.run_portguard(&["logs"]).describe()
-    );
+    wait_for_body_or(port, "v2", || project.run_portguard(&["logs"]).describe());
     let logs = project.run_portguard(&["logs"]);
     assert!(
         logs.stdout.contains("Reloaded in") && logs.stdout.contains("after src/main.rs changed"),

@@ -16,27 +16,6 @@ fn start(project: &TestProject, args: &[&str]) -> (Running, Ready) {
     (server, ready)
 }
 
-/// `status ARGS --json`: the exit code and the parsed object.
-fn status_json(project: &TestProject, args: &[&str]) -> (Option<i32>, Value, Finished) {
-    let mut all = vec!["status", "--json"];
-    all.extend_from_slice(args);
-    let finished = project.run_portguard(&all);
-    let json = serde_json::from_str(&finished.stdout).unwrap_or_else(|err| {
-        panic!(
-            "status --json printed no JSON object ({err}):\n{}",
-            finished.describe()
-        )
-    });
-    (finished.code(), json, finished)
-}
-
-/// The entries of a `status --json` answer.
-fn instances(json: &Value) -> &Vec<Value> {
-    json["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no `instances` array in {json}"))
-}
-
 /// Whether `text` holds `word` delimited by characters that cannot be part of a number or
 /// name, so that pid 12 is not found in port 5123.
 fn has_word(text: &str, word: &str) -> bool {

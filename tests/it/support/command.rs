@@ -333,3 +333,27 @@ pub fn ready_port<K: OnDrop>(command: &Spawned<K>, timeout: Duration) -> u16 {
         .and_then(|(_, port)| port.parse().ok())
         .unwrap_or_else(|| panic!("no port in the ready line: {addr:?}"))
 }
+
+/// `status ARGS --json`: the exit code and the parsed object.
+pub fn status_json(
+    project: &TestProject,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, Finished) {
+    let mut all = vec!["status", "--json"];
+    all.extend_from_slice(args);
+    let finished = project.run_portguard(&all);
+    let json = serde_json::from_str(&finished.stdout).unwrap_or_else(|err| {
+        panic!(
+            "status --json printed no JSON object ({err}):\n{}",
+            finished.describe()
+        )
+    });
+    (finished.code(), json, finished)
+}
+
+/// The entries of a `status --json` answer.
+pub fn instances(json: &serde_json::Value) -> &Vec<serde_json::Value> {
+    json["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `instances` array in {json}"))
+}

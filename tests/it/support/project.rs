@@ -30,7 +30,7 @@ pub const FIXTURE_INSTANCE: &str = "fixture-server";
 /// tests/fixtures/server-core); it also says why on stderr.
 pub const FIXTURE_CONTRACT_VIOLATION: i32 = 90;
 
-fn fixtures_dir() -> PathBuf {
+pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
@@ -259,7 +259,7 @@ impl Drop for TestProject {
 /// Cargo.toml replaced by the path of tests/fixtures/server-core. File times
 /// are kept so that cargo finds the copy's sources no newer than the shared
 /// build (otherwise every copy would relink the binary all tests run).
-fn copy_template(from: &Path, to: &Path) {
+pub fn copy_template(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create project folder");
     for entry in fs::read_dir(from).expect("read fixture template") {
         let entry = entry.expect("read fixture template entry");
