@@ -152,8 +152,8 @@ pub(crate) trait Observer {
     fn ready(&mut self);
     /// A build started, or ended as `report` says.
     fn build(&mut self, report: &BuildReport);
-    /// A new build's servers took over: the `swaps`-th time this run.
-    fn reloaded(&mut self, swaps: u32);
+    /// A new build's servers took over, the `swaps`-th time this run; `report` says it serves.
+    fn reloaded(&mut self, swaps: u32, report: &BuildReport);
 }
 
 /// The supervised servers, and the channel everything reports to.

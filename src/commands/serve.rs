@@ -439,9 +439,10 @@ impl Observer for Recorder<'_> {
         self.write();
     }
 
-    fn reloaded(&mut self, swaps: u32) {
+    fn reloaded(&mut self, swaps: u32, report: &BuildReport) {
         self.record.generation = swaps;
         self.record.reloaded_at = Some(SystemTime::now());
+        self.record.build = Some(report.clone());
         self.write();
     }
 }

@@ -294,8 +294,7 @@ impl Supervisor {
             built_in,
             served_at.duration_since(started),
         );
-        observer.reloaded(self.swaps);
-        observer.build(&self.report(trigger, BuildState::Serving, None));
+        observer.reloaded(self.swaps, &self.report(trigger, BuildState::Serving, None));
         Ok(Swap::Done)
     }
 
