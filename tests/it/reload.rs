@@ -161,6 +161,18 @@ fn restart_fails_with(project: &TestProject, needle: &str) -> Finished {
     restart
 }
 
+/// The status entry once the supervisor has recorded `swaps` swaps: the new build answers as
+/// soon as it accepts, and the record says so once the old server has stopped.
+fn status_once_swapped(project: &TestProject, swaps: usize) -> serde_json::Value {
+    let swaps = u64::try_from(swaps).expect("a count");
+    let mut status = status_entry(project);
+    wait_until(Duration::from_secs(30), || {
+        status = status_entry(project);
+        status["generation"].as_u64() >= Some(swaps)
+    });
+    status
+}
+
 /// The one entry of `status --json`, which must exit 0.
 fn status_entry(project: &TestProject) -> serde_json::Value {
     let (code, json, finished) = status_json(project, &[]);
@@ -523,7 +535,7 @@ fn watch_swaps_in_the_saved_code_and_refuses_nothing() {
         last.contains("(build ") && last.ends_with("after src/main.rs changed"),
         "{last}"
     );
-    let status = status_entry(&project);
+    let status = status_once_swapped(&project, reloads_before + 1);
     assert_eq!(status["generation"], reloads_before + 1, "{status}");
     assert_eq!(status["build"]["cause"], "src/main.rs changed", "{status}");
     stop(&project, &mut server);
@@ -561,7 +573,7 @@ fn a_compile_error_keeps_the_old_server_answering_until_the_next_good_save() {
 
     set_body(&project, "v2");
     wait_for_body(port, "v2", &server);
-    let status = status_entry(&project);
+    let status = status_once_swapped(&project, 1);
     assert_eq!(status["build"]["state"], "serving", "{status}");
     assert_eq!(status["generation"], 1, "{status}");
     stop(&project, &mut server);
@@ -571,7 +583,8 @@ fn a_compile_error_keeps_the_old_server_answering_until_the_next_good_save() {
 fn two_saves_during_one_build_end_on_the_newest_code() {
     let project = project_answering("v1", "");
     set_build_delay(&project, Duration::from_millis(2500));
-    let (mut server, port) = serve(&project, &["--watch"]);
+    // A server that drains on SIGTERM: the requests the old one accepted are answered.
+    let (mut server, port) = serve(&project, &["--watch", "--", "--graceful"]);
     let traffic = under_traffic(port, || {
         set_body(&project, "v2");
         server
@@ -592,7 +605,7 @@ fn two_saves_during_one_build_end_on_the_newest_code() {
         stderr.contains("Cancelled the build under way: src/main.rs changed; building again"),
         "{stderr}"
     );
-    assert_eq!(status_entry(&project)["generation"], 1);
+    assert_eq!(status_once_swapped(&project, 1)["generation"], 1);
     stop(&project, &mut server);
 }
 
